@@ -1,0 +1,1 @@
+"""Fire-sequence data: the on-disk layout, the built-in synthetic fires, samples and batches."""

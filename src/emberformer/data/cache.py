@@ -1,0 +1,95 @@
+"""Decoded-frame cache: each sequence's PNGs decoded once into bit-packed, memory-mapped arrays.
+
+A training sample is then a slice of a memory map, never a PNG decode. The cache folder is keyed
+by the source files' paths, sizes and modification times, so a changed data set gets a new cache.
+Static crops are stored already normalised (float16) and wind already normalised (float32).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from emberformer.data import layout
+from emberformer.data.frames import FrameError, decode_mask
+
+CACHE_VERSION = 1
+
+
+def _fingerprint(root: Path, seqs: list[layout.SequenceInfo]) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{root.resolve()}".encode())
+    land = root / "landscape"
+    files = [land / "Input_Geotiff.tif", land / "indices.json", land / "WeatherHistory.csv",
+             *sorted((land / "Weathers").glob("*.csv"))]
+    for s in seqs:
+        files += [*s.fire_frames, *s.iso_frames]
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _wind_range(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Global min and max of (WS, WD) over all weather files."""
+    tables = [layout.read_weather(p) for p in sorted((root / "landscape" / "Weathers").glob("*.csv"))]
+    allw = np.concatenate([t for t in tables if len(t)])
+    return allw.min(0), allw.max(0)
+
+
+def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = "error",
+                progress: bool = True) -> Path:
+    """Decode every sequence of root once; return the cache folder (reused when up to date)."""
+    root = Path(root).expanduser()
+    seqs = layout.list_sequences(root)
+    out = Path(cache_dir).expanduser() / f"decoded-{_fingerprint(root, seqs)}"
+    if (out / "index.json").is_file():
+        return out
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    raster = layout.read_landscape(root)
+    lo, hi = _wind_range(root)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    index, skipped = [], []
+    for s in tqdm(seqs, desc="Decoding frames", disable=not progress, unit="seq"):
+        try:
+            fire = np.stack([decode_mask(p) for p in s.fire_frames])
+            iso = np.stack([decode_mask(p) for p in s.iso_frames])
+            shape = fire.shape[1:]
+            if iso.shape[1:] != shape:
+                raise layout.DataError(f"sequence {s.seq_id}: isochrone frames are "
+                                       f"{iso.shape[1]}x{iso.shape[2]}, fire frames {shape[0]}x{shape[1]}")
+            static = layout.crop_static(raster, s.window, s.seq_id, shape)
+            weather = layout.read_weather(s.weather_file)
+            if len(weather) < len(fire):
+                raise layout.DataError(f"sequence {s.seq_id}: weather file {s.weather_file} has "
+                                       f"{len(weather)} rows, need one per frame ({len(fire)})")
+        except (layout.DataError, FrameError) as e:
+            if on_bad_sequence != "skip":
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            print(f"WARNING: skipping sequence {s.seq_id}: {e}")
+            skipped.append(s.seq_id)
+            continue
+        wind = ((weather[: len(fire)] - lo) / span).astype(np.float32)
+        np.save(tmp / f"{s.seq_id}_fire.npy", np.packbits(fire, axis=-1))
+        np.save(tmp / f"{s.seq_id}_iso.npy", np.packbits(iso, axis=-1))
+        np.save(tmp / f"{s.seq_id}_static.npy", static.astype(np.float16))
+        np.save(tmp / f"{s.seq_id}_wind.npy", wind)
+        index.append({"id": s.seq_id, "frames": len(fire), "height": shape[0], "width": shape[1]})
+    if not index:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise layout.DataError(f"every sequence of {root} was skipped as bad")
+    (tmp / "index.json").write_text(json.dumps(
+        {"root": str(root), "static_channels": int(raster.shape[0]), "sequences": index,
+         "skipped": skipped, "wind_min": lo.tolist(), "wind_max": hi.tolist()}, indent=1))
+    try:
+        os.replace(tmp, out)
+    except OSError:  # another process finished the same cache first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,94 @@
+"""Hardware presets: device, batch size, loader workers, precision and backend switches."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Hardware:
+    """What a preset in conf/hardware/ says; ``setup()`` applies it and picks the device."""
+
+    device: str = "auto"
+    batch_size: int = 16
+    num_workers: int | str = 0
+    pin_memory: bool | str = False
+    precision: str = "fp32"
+    cudnn_benchmark: bool = False
+    tf32: bool = False
+    compile: bool = False
+    channels_last: bool = False
+    name: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"hardware.precision must be one of fp32, fp16, bf16, got {self.precision!r}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"hardware.batch_size must be >= 1, got {self.batch_size}")
+        if self.num_workers != "auto" and not (str(self.num_workers).isdigit()):
+            raise ValueError(f"hardware.num_workers must be 'auto' or an integer >= 0, got {self.num_workers}")
+        if self.pin_memory not in ("auto", True, False):
+            raise ValueError(f"hardware.pin_memory must be auto, true or false, got {self.pin_memory}")
+        dev = str(self.device)
+        if dev != "auto":
+            try:
+                torch.device(dev)
+            except RuntimeError:
+                raise ValueError(f"hardware.device={dev!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+
+    def torch_device(self, local_rank: int | None = None) -> torch.device:
+        dev = str(self.device)
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"hardware.device={self.device!r} but no CUDA device is available; "
+                             "use hardware=cpu or hardware.device=auto")
+        if dev == "cuda" and local_rank is not None:
+            dev = f"cuda:{local_rank}"
+        return torch.device(dev)
+
+    def setup(self, local_rank: int | None = None) -> torch.device:
+        device = self.torch_device(local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            torch.backends.cudnn.benchmark = bool(self.cudnn_benchmark)
+            torch.backends.cuda.matmul.allow_tf32 = bool(self.tf32)
+            torch.backends.cudnn.allow_tf32 = bool(self.tf32)
+        self.device_obj = device
+        return device
+
+    def loader_settings(self) -> dict:
+        """batch_size, num_workers, pin_memory for the data module, 'auto' resolved."""
+        cuda = self.torch_device().type == "cuda"
+        workers = self.num_workers
+        if workers == "auto":
+            workers = min(8, os.cpu_count() or 1) if cuda else 0
+        pin = cuda if self.pin_memory == "auto" else bool(self.pin_memory)
+        return {"batch_size": int(self.batch_size), "num_workers": int(workers), "pin_memory": pin}
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return PRECISIONS[self.precision]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.amp_dtype
+        if dtype is None:
+            return contextlib.nullcontext()
+        dev_type = self.device_obj.type
+        if dev_type == "cpu" and dtype == torch.float16:
+            dtype = torch.bfloat16  # fp16 autocast on CPU is poorly supported
+        return torch.autocast(device_type=dev_type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        enabled = self.precision == "fp16" and self.device_obj.type == "cuda"
+        return torch.amp.GradScaler(self.device_obj.type, enabled=enabled)
+
+    def describe(self) -> str:
+        dev = self.device_obj
+        name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+        return f"{dev} ({name}), {self.precision}"

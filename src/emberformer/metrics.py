@@ -1,0 +1,82 @@
+"""Pixel-level metrics accumulated over a whole epoch, on the device, without per-step syncs.
+
+Counts (tp, fp, fn, tn) are summed over every valid pixel of the epoch, so an epoch's F1 is the
+F1 of all its pixels, not a mean of per-batch F1s. The same counts on *growth* pixels (not on fire
+in the last input frame) show whether a model predicts spread at all: copy-last scores perfectly
+on old fire and zero on growth. Average precision comes from fixed-bin histograms of the
+probabilities of positive and negative pixels, so it costs constant memory.
+"""
+from __future__ import annotations
+
+import torch
+
+AP_BINS = 1000
+
+
+def ratios(tp: float, fp: float, fn: float, tn: float) -> dict[str, float]:
+    """precision, recall, f1, iou, acc from counts.
+
+    A ratio with a zero denominator is 1.0 when there was nothing to get wrong (no fire to find
+    and none predicted) and 0.0 otherwise.
+    """
+    def div(a: float, b: float) -> float:
+        return a / b if b > 0 else (1.0 if fp + fn == 0 else 0.0)
+
+    return {
+        "prec": div(tp, tp + fp),
+        "rec": div(tp, tp + fn),
+        "f1": div(2 * tp, 2 * tp + fp + fn),
+        "iou": div(tp, tp + fp + fn),
+        "acc": div(tp + tn, tp + fp + fn + tn),
+    }
+
+
+def average_precision(pos_hist: torch.Tensor, neg_hist: torch.Tensor) -> float:
+    """AP (area under the step precision-recall curve) from per-bin counts, thresholds high->low."""
+    tp = pos_hist.flip(0).cumsum(0).double()
+    fp = neg_hist.flip(0).cumsum(0).double()
+    total_pos = tp[-1]
+    if total_pos <= 0:
+        return 0.0
+    precision = tp / (tp + fp).clamp(min=1)
+    recall_gain = torch.diff(tp, prepend=tp.new_zeros(1)) / total_pos
+    return float((precision * recall_gain).sum())
+
+
+class PixelMetrics:
+    """Epoch accumulator of confusion counts (all and growth pixels) and AP histograms."""
+
+    def __init__(self, threshold: float = 0.5, device: torch.device | str = "cpu"):
+        self.threshold = threshold
+        self.device = torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        # [tp, fp, fn, tn] for all valid pixels, then the same for growth pixels
+        self.counts = torch.zeros(8, dtype=torch.float64, device=self.device)
+        self.pos_hist = torch.zeros(AP_BINS, dtype=torch.float64, device=self.device)
+        self.neg_hist = torch.zeros(AP_BINS, dtype=torch.float64, device=self.device)
+
+    @torch.no_grad()
+    def update(self, prob: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+               last: torch.Tensor) -> None:
+        """prob, target [B,1,H,W] float; mask, last [B,1,H,W] bool (valid pixels, last input fire)."""
+        pred = prob > self.threshold
+        tgt = target > 0.5
+        growth = mask & ~last
+        rows = []
+        for m in (mask, growth):
+            rows += [(pred & tgt & m).sum(), (pred & ~tgt & m).sum(),
+                     (~pred & tgt & m).sum(), (~pred & ~tgt & m).sum()]
+        self.counts += torch.stack(rows).to(torch.float64)
+        bins = (prob.float().clamp(0, 1) * (AP_BINS - 1)).round().long()
+        self.pos_hist += torch.bincount(bins[tgt & mask], minlength=AP_BINS).to(torch.float64)
+        self.neg_hist += torch.bincount(bins[~tgt & mask], minlength=AP_BINS).to(torch.float64)
+
+    def compute(self) -> dict[str, float]:
+        """One host sync: loss-free metric dict with growth_* and ap."""
+        c = self.counts.tolist()
+        out = ratios(*c[:4])
+        out.update({f"growth_{k}": v for k, v in ratios(*c[4:]).items()})
+        out["ap"] = average_precision(self.pos_hist.cpu(), self.neg_hist.cpu())
+        return out

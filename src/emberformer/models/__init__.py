@@ -1,0 +1,1 @@
+"""Next-step fire models: EmberFormer and the copy-last baseline."""

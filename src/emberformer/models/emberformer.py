@@ -1,0 +1,141 @@
+"""EmberFormer: temporal transformer over patch tokens + SegFormer decode head + learned upsampling.
+
+See docs/architecture.md. Inputs are left-padded in time (``valid_t``); the spatial size need not
+be a multiple of the patch size: inputs are zero-padded and the logits cropped back, so padding
+never reaches the loss or the metrics.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import SegformerConfig
+from transformers.models.segformer.modeling_segformer import SegformerDecodeHead
+
+from emberformer.models.pretrained import load_decode_head_state
+
+
+def sinusoidal(pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal encoding of integer positions [...] -> [..., dim]."""
+    half = dim // 2
+    freq = torch.exp(torch.arange(half, device=pos.device, dtype=torch.float32)
+                     * (-math.log(10000.0) / max(half - 1, 1)))
+    ang = pos.float()[..., None] * freq
+    out = torch.cat([ang.sin(), ang.cos()], dim=-1)
+    return F.pad(out, (0, dim - 2 * half))
+
+
+class TokenEmbedder(nn.Module):
+    """fire occupancy + wind MLP + static terrain + time position -> d_model tokens."""
+
+    def __init__(self, static_channels: int, d_model: int):
+        super().__init__()
+        self.d_model = d_model
+        self.fire = nn.Linear(1, d_model)
+        self.wind = nn.Sequential(nn.Linear(2, d_model // 2), nn.GELU(), nn.Linear(d_model // 2, d_model))
+        self.static = nn.Linear(static_channels, d_model)
+
+    def forward(self, occ: torch.Tensor, wind: torch.Tensor, static_tok: torch.Tensor,
+                valid_t: torch.Tensor) -> torch.Tensor:
+        # occ [B,T,N], wind [B,T,2], static_tok [B,N,Cs], valid_t [B,T] -> [B,N,T,d]
+        pos = (valid_t.long().cumsum(1) - 1).clamp(min=0)  # 0 at the first real step
+        tok = self.fire(occ.unsqueeze(-1)).transpose(1, 2)                     # [B,N,T,d]
+        tok = tok + (self.wind(wind) + sinusoidal(pos, self.d_model)).unsqueeze(1)
+        return tok + self.static(static_tok).unsqueeze(2)
+
+
+class RefinementDecoder(nn.Module):
+    """Grid features + coarse logits -> pixel logits, log2(P) learned 2x upsampling stages."""
+
+    def __init__(self, d_model: int, patch_size: int, base_channels: int):
+        super().__init__()
+        ch = 4 * base_channels
+        self.stem = nn.Conv2d(d_model + 1, ch, 1)
+        stages = []
+        for _ in range(int(math.log2(patch_size))):
+            out = max(ch // 2, base_channels)
+            stages += [
+                nn.ConvTranspose2d(ch, out, 2, stride=2), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+                nn.Conv2d(out, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+            ]
+            ch = out
+        self.up = nn.Sequential(*stages)
+        self.head = nn.Conv2d(ch, 1, 1)
+
+    def forward(self, grid: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        return self.head(self.up(self.stem(torch.cat([grid, coarse], dim=1))))
+
+
+class EmberFormer(nn.Module):
+    """Next-step fire mask logits [B,1,H,W] from fire history, wind and static terrain."""
+
+    name = "EmberFormer (segformer decoder)"
+
+    def __init__(
+        self,
+        static_channels: int,
+        d_model: int = 96,
+        nhead: int = 8,
+        num_layers: int = 4,
+        dim_feedforward: int = 384,
+        dropout: float = 0.1,
+        patch_size: int = 16,
+        segformer_hidden_sizes: tuple[int, ...] = (64, 128, 320, 512),
+        decoder_hidden_size: int = 256,
+        base_channels: int = 48,
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
+    ):
+        super().__init__()
+        if patch_size < 2 or patch_size & (patch_size - 1):
+            raise ValueError(f"model.patch_size must be a power of two >= 2, got {patch_size}")
+        if d_model % nhead:
+            raise ValueError(f"model.d_model ({d_model}) must be divisible by model.nhead ({nhead})")
+        self.patch_size = patch_size
+        # temporal part (lr_temporal)
+        self.embed = TokenEmbedder(static_channels, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
+                                           activation="gelu", batch_first=True)
+        self.temporal = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        # spatial part (lr_spatial)
+        sizes = list(segformer_hidden_sizes)
+        self.pyramid = nn.ModuleList(nn.Conv2d(d_model, h, 1) for h in sizes)
+        seg_cfg = SegformerConfig(num_encoder_blocks=len(sizes), hidden_sizes=sizes,
+                                  decoder_hidden_size=decoder_hidden_size, num_labels=1)
+        self.decode_head = SegformerDecodeHead(seg_cfg)
+        if pretrained:
+            missing, unexpected = self.decode_head.load_state_dict(
+                load_decode_head_state(pretrained_path), strict=False)
+            assert not unexpected and all(k.startswith("classifier.") for k in missing)
+        self.refine = RefinementDecoder(d_model, patch_size, base_channels)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """temporal = embedder + transformer; spatial = everything after."""
+        temporal = list(self.embed.parameters()) + list(self.temporal.parameters())
+        ids = {id(p) for p in temporal}
+        return {"temporal": temporal, "spatial": [p for p in self.parameters() if id(p) not in ids]}
+
+    def forward(self, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
+                static: torch.Tensor) -> torch.Tensor:
+        B, T, H, W = fire.shape
+        P = self.patch_size
+        ph, pw = (-H) % P, (-W) % P
+        if ph or pw:
+            fire = F.pad(fire, (0, pw, 0, ph))
+            static = F.pad(static, (0, pw, 0, ph))
+        Gy, Gx = (H + ph) // P, (W + pw) // P
+        occ = F.avg_pool2d(fire, P).flatten(2)                      # [B,T,N]
+        static_tok = F.avg_pool2d(static, P).flatten(2).transpose(1, 2)  # [B,N,Cs]
+        tok = self.embed(occ, wind, static_tok, valid_t)            # [B,N,T,d]
+        N, d = tok.shape[1], tok.shape[-1]
+        pad_mask = (~valid_t).repeat_interleave(N, dim=0)            # [B*N,T]
+        out = self.temporal(tok.reshape(B * N, T, d), src_key_padding_mask=pad_mask)
+        last = out[:, -1]                                            # left padding: last is real
+        grid = last.reshape(B, Gy, Gx, d).permute(0, 3, 1, 2)       # [B,d,Gy,Gx]
+        pyramid = [F.avg_pool2d(conv(grid), 2 ** i, ceil_mode=True) if i else conv(grid)
+                   for i, conv in enumerate(self.pyramid)]
+        coarse = self.decode_head(pyramid)                           # [B,1,Gy,Gx]
+        logits = self.refine(grid, coarse)                           # [B,1,Gy*P,Gx*P]
+        return logits[..., :H, :W]

@@ -1,0 +1,56 @@
+"""Validation preview panels: last input | target | probability | error overlay."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# error overlay colours: true positive, false positive, false negative (background black)
+TP_RGB, FP_RGB, FN_RGB = (255, 255, 255), (230, 60, 40), (40, 120, 240)
+
+
+def _viridis(x: np.ndarray) -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps["viridis"](np.clip(x, 0, 1))[..., :3] * 255).astype(np.uint8)
+
+
+def panel(last: np.ndarray, target: np.ndarray, prob: np.ndarray, threshold: float,
+          caption: str) -> Image.Image:
+    """One preview image from [H,W] arrays: four tiles side by side and a caption strip."""
+    pred = prob > threshold
+    tgt = target > 0.5
+    err = np.zeros((*tgt.shape, 3), np.uint8)
+    err[pred & tgt], err[pred & ~tgt], err[~pred & tgt] = TP_RGB, FP_RGB, FN_RGB
+    tiles = [_viridis(last.astype(np.float32)), _viridis(tgt.astype(np.float32)), _viridis(prob), err]
+    h, w = tgt.shape
+    scale = max(1, 160 // max(h, w))
+    gap = 4
+    img = Image.new("RGB", (4 * w * scale + 3 * gap, h * scale + 30), (255, 255, 255))
+    for i, tile in enumerate(tiles):
+        im = Image.fromarray(tile).resize((w * scale, h * scale), Image.NEAREST)
+        img.paste(im, (i * (w * scale + gap), 30))
+    draw = ImageDraw.Draw(img)
+    draw.text((2, 2), caption, fill=(0, 0, 0))
+    draw.text((2, 15), "last input | target | probability | TP white, FP red, FN blue", fill=(80, 80, 80))
+    return img
+
+
+def write_previews(run_dir: Path, epoch: int, batch: dict, prob, threshold: float,
+                   n: int) -> tuple[list[Path], list[str]]:
+    """Save the first n samples of a validation batch as previews/epoch_XXX_N.png."""
+    out = Path(run_dir) / "previews"
+    out.mkdir(parents=True, exist_ok=True)
+    paths, captions = [], []
+    for i in range(min(n, prob.shape[0])):
+        h, w = (int(v) for v in batch["pixel_mask"][i, 0].nonzero().max(0).values + 1)
+        sid, t = int(batch["seq_id"][i]), int(batch["t"][i])
+        caption = f"sequence {sid}, input frames 0..{t} -> target frame {t + 1}"
+        img = panel(batch["fire"][i, -1, :h, :w].numpy(), batch["target"][i, 0, :h, :w].numpy(),
+                    prob[i, 0, :h, :w].float().cpu().numpy(), threshold, caption)
+        path = out / f"epoch_{epoch:03d}_{i}.png"
+        img.save(path)
+        paths.append(path)
+        captions.append(caption)
+    return paths, captions

@@ -1,0 +1,97 @@
+"""What every entry point shares: one-line errors for user mistakes, run names, resume config."""
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from emberformer.data.frames import FrameError
+from emberformer.data.layout import DataError
+from emberformer.models.pretrained import PretrainedNotFound
+
+USER_ERRORS = (ValueError, DataError, FrameError, PretrainedNotFound, FileNotFoundError,
+               OmegaConfBaseException)
+
+
+class UserError(ValueError):
+    """A mistake in the config or the data, reported in one line."""
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """Hydra wraps errors raised by _target_ constructors; report the original one."""
+    while isinstance(e, InstantiationException) and e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+def is_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Single runs: print ``Error: …`` and exit 2. Sweeps: re-raise so the trial is marked failed."""
+    try:
+        yield
+    except (InstantiationException, *USER_ERRORS) as e:
+        cause = root_cause(e)
+        if not isinstance(cause, USER_ERRORS):
+            raise
+        if is_multirun():
+            raise UserError(str(cause)) from None
+        msg = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        print(f"Error: {msg}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def run_info(cfg: DictConfig, script: str = "train_emberformer") -> dict[str, Any]:
+    """W&B name (script, model, loss, key overrides), group (the sweep) and tags (chosen groups)."""
+    hc = HydraConfig.get()
+    choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra") and v}
+    overrides = [o for o in hc.overrides.task if not o.startswith(("hydra", "ckpt_path"))]
+    name = "-".join([script, choices.get("model", "model"), choices.get("loss", "loss"), *overrides])
+    name = re.sub(r"[^A-Za-z0-9_.=,+/-]", "", name)[:120]
+    group = None
+    if hc.mode == RunMode.MULTIRUN:
+        group = f"sweep-{Path(hc.sweep.dir).name}-{Path(hc.sweep.dir).parent.name}"
+    tags = [f"{k}:{v}" for k, v in choices.items() if k in
+            ("data", "model", "loss", "optim", "early_stopping", "hardware", "experiment", "hparams_search")]
+    return {"name": name, "group": group, "tags": tags,
+            "config": OmegaConf.to_container(cfg, resolve=True)}
+
+
+def resume_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
+    """The checkpoint's config, with this command's plain ``key=value`` overrides on top.
+
+    Changing a config group (``loss=bce``) would not fit the saved state, so it is refused.
+    """
+    saved = OmegaConf.create(ckpt["config"])
+    groups = {"data", "model", "loss", "optim", "early_stopping", "hardware", "logger",
+              "experiment", "debug", "hparams_search"}
+    for ov in HydraConfig.get().overrides.task:
+        key, _, value = ov.lstrip("+~").partition("=")
+        if key in ("ckpt_path",) or key.startswith("hydra"):
+            continue
+        if key in groups:
+            raise UserError(f"{key}={value}: config groups cannot change when resuming from a checkpoint; "
+                            "start a new run instead")
+        with open_dict(saved):
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
+    with open_dict(saved):
+        saved.ckpt_path = cfg.ckpt_path
+    return saved

@@ -1,0 +1,59 @@
+"""``python -m emberformer.train``: compose the config, build every piece, fit, return the objective."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from emberformer import checkpoint, runtime
+from emberformer.trainer import Interrupted, NonFiniteLoss
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def train(cfg: DictConfig) -> float:
+    """One run; returns the best monitored value (what a sweeper optimises)."""
+    run_dir = runtime.run_dir()
+    resume = None
+    if cfg.ckpt_path:
+        resume = checkpoint.load(cfg.ckpt_path)
+        cfg = runtime.resume_config(cfg, resume)
+        run_dir = Path(cfg.ckpt_path).expanduser().resolve().parents[1]  # continue in the same folder
+    hardware = instantiate(cfg.hardware)
+    loss = instantiate(cfg.loss)
+    early = instantiate(cfg.early_stopping)
+    optimizer = instantiate(cfg.optim)
+    logger = instantiate(cfg.logger)
+    trainer = instantiate(cfg.trainer)
+    data = instantiate(cfg.data, **hardware.loader_settings())
+    data.setup()
+    (run_dir / "split.json").write_text(json.dumps(data.split, indent=1))
+    torch.manual_seed(cfg.seed)
+    model = instantiate(cfg.model, static_channels=data.static_channels)
+    return trainer.fit(model=model, data=data, loss_fn=loss, optimizer_factory=optimizer,
+                       early_stopping=early, hardware=hardware, logger=logger, run_dir=run_dir,
+                       run_info=runtime.run_info(cfg), resume=resume)
+
+
+@hydra.main(config_path=CONF, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    with runtime.user_errors():
+        try:
+            return train(cfg)
+        except Interrupted as e:
+            print(str(e), file=sys.stderr, flush=True)
+            sys.exit(e.exit_code)
+        except NonFiniteLoss as e:
+            if runtime.is_multirun():
+                raise
+            print(f"Error: {e}", file=sys.stderr, flush=True)
+            sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

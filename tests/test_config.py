@@ -1,0 +1,116 @@
+"""Every config group composes and builds the object its file names, with the seed's values."""
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from conftest import CONF
+from emberformer.data.datamodule import FireDataModule, SyntheticFireDataModule
+from emberformer.early_stopping import EarlyStopping
+from emberformer.hardware import Hardware
+from emberformer.losses import BCEDiceLoss, BCELoss, DiceLoss, FocalTverskyLoss
+from emberformer.models.copy_last import CopyLast
+from emberformer.models.emberformer import EmberFormer
+from emberformer.tracking import RunLogger
+from emberformer.trainer import Trainer
+
+
+def cfg_of(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_defaults_are_the_seed():
+    cfg = cfg_of()
+    assert cfg.trainer.epochs == 50 and cfg.trainer.log_metrics_every == 50
+    assert cfg.metrics.pred_thresh == 0.5 and cfg.seed == 0
+    m = cfg.model
+    assert (m.d_model, m.nhead, m.num_layers, m.dim_feedforward, m.dropout, m.patch_size, m.base_channels) == \
+        (96, 8, 4, 384, 0.1, 16, 48)
+    assert m.pretrained is False and m.pretrained_path is None
+    assert (cfg.loss.bce_weight, cfg.loss.dice_weight) == (0.5, 0.5)
+    assert (cfg.optim.lr_temporal, cfg.optim.lr_spatial, cfg.optim.weight_decay) == (1e-3, 1e-4, 1e-4)
+    es = cfg.early_stopping
+    assert (es.enabled, es.patience, es.monitor, es.mode, es.min_delta) == (True, 10, "val/f1", "max", 0.001)
+    assert cfg.logger.mode == "offline"
+    assert cfg.hardware.device == "auto"
+
+
+@pytest.mark.parametrize("choice,cls,values", [
+    ("bce_dice", BCEDiceLoss, {"bce": 0.5, "dice": 0.5}),
+    ("bce", BCELoss, {"bce": 1.0}),
+    ("dice", DiceLoss, {"dice": 1.0}),
+    ("focal_tversky", FocalTverskyLoss, {"focal": 0.7, "tversky": 0.3}),
+])
+def test_loss_group(choice, cls, values):
+    loss = instantiate(cfg_of(f"loss={choice}").loss)
+    assert isinstance(loss, cls) and loss.terms == values
+
+
+def test_loss_override_reaches_the_object():
+    loss = instantiate(cfg_of("loss=bce_dice", "loss.dice_weight=0.7").loss)
+    assert loss.terms == {"bce": 0.5, "dice": 0.7}
+    assert instantiate(cfg_of("loss=bce", "loss.pos_weight=auto").loss).pos_weight == "auto"
+
+
+@pytest.mark.parametrize("choice,enabled,patience,monitor,min_delta", [
+    ("default", True, 10, "val/f1", 0.001),
+    ("aggressive", True, 5, "val/f1", 0.005),
+    ("patient", True, 15, "val/f1", 0.0001),
+    ("iou", True, 10, "val/iou", 0.001),
+    ("disabled", False, 10, "val/f1", 0.001),
+])
+def test_early_stopping_group(choice, enabled, patience, monitor, min_delta):
+    es = instantiate(cfg_of(f"early_stopping={choice}").early_stopping)
+    assert isinstance(es, EarlyStopping)
+    assert (es.enabled, es.patience, es.monitor, es.min_delta) == (enabled, patience, monitor, min_delta)
+
+
+def test_early_stopping_targets_override():
+    es = instantiate(cfg_of("early_stopping=patient", "early_stopping.targets={val/f1:0.8,val/iou:0.7}").early_stopping)
+    assert es.targets == {"val/f1": 0.8, "val/iou": 0.7}
+
+
+@pytest.mark.parametrize("choice,device,batch,precision", [
+    ("auto", "auto", 16, "fp32"), ("cpu", "cpu", 16, "fp32"), ("rtx3090", "cuda", 16, "fp16"),
+])
+def test_hardware_group(choice, device, batch, precision):
+    hw = instantiate(cfg_of(f"hardware={choice}").hardware)
+    assert isinstance(hw, Hardware) and (hw.device, hw.batch_size, hw.precision) == (device, batch, precision)
+
+
+def test_batch_size_override_and_rtx3090_switches():
+    hw = instantiate(cfg_of("hardware=rtx3090", "hardware.batch_size=20").hardware)
+    assert hw.batch_size == 20 and hw.num_workers == 8 and hw.pin_memory and hw.tf32 and hw.cudnn_benchmark
+
+
+def test_models_and_optimizer():
+    cfg = cfg_of("model.d_model=32", "model.nhead=4", "model.num_layers=1")
+    model = instantiate(cfg.model, static_channels=5)
+    assert isinstance(model, EmberFormer) and model.temporal.layers[0].self_attn.num_heads == 4
+    assert len(model.temporal.layers) == 1
+    opt = instantiate(cfg.optim)(model.param_groups())
+    assert [(g["name"], g["lr"], g["weight_decay"]) for g in opt.param_groups] == \
+        [("temporal", 1e-3, 1e-4), ("spatial", 1e-4, 1e-4)]
+    baseline = instantiate(cfg_of("model=copy_last").model, static_channels=5)
+    assert isinstance(baseline, CopyLast) and sum(p.numel() for p in baseline.parameters()) == 0
+
+
+def test_data_loggers_trainer_and_presets(tmp_path):
+    cfg = cfg_of("data.num_sequences=7", f"data.cache_dir={tmp_path}")
+    dm = instantiate(cfg.data, batch_size=4, num_workers=0, pin_memory=False)
+    assert isinstance(dm, SyntheticFireDataModule) and dm.gen["num_sequences"] == 7
+    deep = cfg_of("data=deep_crown", f"data.root={tmp_path}")
+    assert deep.data._target_.endswith("FireDataModule") and issubclass(SyntheticFireDataModule, FireDataModule)
+    assert isinstance(instantiate(cfg_of("logger=none").logger), RunLogger)
+    assert instantiate(cfg_of("logger=none").logger).wandb is None
+    assert instantiate(cfg_of().logger).wandb.mode == "offline"
+    assert instantiate(cfg_of("logger.mode=online").logger).wandb.mode == "online"
+    tr = instantiate(cfg_of("trainer.epochs=3", "metrics.pred_thresh=0.6").trainer)
+    assert isinstance(tr, Trainer) and tr.epochs == 3 and tr.thresh == 0.6
+    seed = cfg_of("experiment=seed_rtx3090")
+    assert seed.hardware.device == "cuda" and seed.hardware.precision == "fp16"
+    assert seed.hardware.batch_size == 16 and seed.trainer.epochs == 50
+    fast = cfg_of("debug=fast")
+    assert fast.trainer.epochs == 2 and fast.data.num_sequences == 6 and fast.hardware.device == "cpu"

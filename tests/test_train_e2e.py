@@ -1,0 +1,92 @@
+"""`python -m emberformer.train` end to end in a subprocess, on tiny built-in synthetic fires."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null"]
+
+
+def run_train(args: list[str], env: dict, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emberformer.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def only_run_dir(cwd: Path) -> Path:
+    dirs = [p for p in (cwd / "outputs").glob("*/*") if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache_dir):
+    import os
+
+    cwd = tmp_path_factory.mktemp("run")
+    env = dict(os.environ, EMBERFORMER_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    proc = run_train(TINY, env, cwd)
+    return proc, only_run_dir(cwd) if (cwd / "outputs").exists() else None
+
+
+def test_two_epoch_run_prints_the_seed_console(tiny_run):
+    proc, _ = tiny_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Starting Training: 2 epochs" in out
+    for field in ("Model: EmberFormer (segformer decoder)", "Train samples: ", "Val samples: ",
+                  "Batch size: 4", "LR temporal: 1.00e-03, LR spatial: 1.00e-04",
+                  "Loss: BCE (0.5) + Dice (0.5)", "Early stopping: enabled (patience=10, monitor=val/f1)",
+                  "Parameters used: "):
+        assert field in out, field
+    line = re.compile(r"^\[Epoch [12]/2\] BCE\+Dice \| train: loss=\d\.\d{4} f1=\d\.\d{3} prec=\d\.\d{3} "
+                      r"\| val: loss=\d\.\d{4} f1=\d\.\d{3} prec=\d\.\d{3} iou=\d\.\d{3}$", re.M)
+    assert len(line.findall(out)) == 2
+    assert "Epoch 1/2 [Train]" in proc.stderr and "Epoch 2/2 [Val]" in proc.stderr
+    assert "loss=" in proc.stderr
+    assert out.rstrip().endswith("=" * 60) and "Training complete!" in out
+    assert "copy-last val" in out
+
+
+def test_two_epoch_run_writes_its_files(tiny_run):
+    proc, run_dir = tiny_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    split = json.loads((run_dir / "split.json").read_text())
+    assert set(split) == {"train", "val", "test"} and len(split["val"]) >= 1 and len(split["test"]) >= 1
+    assert not set(split["train"]) & set(split["val"]) and not set(split["train"]) & set(split["test"])
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "train/loss_step" in r]
+    epochs = [r for r in records if "val/f1_epoch" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert all(0 <= r["val/f1_epoch"] <= 1 and 0 <= r["val/growth_f1_epoch"] <= 1 for r in epochs)
+    assert [r["step"] for r in steps] == list(range(1, len(steps) + 1))
+    assert all(abs(r["train/loss_step"] - 0.5 * r["train/bce_step"] - 0.5 * r["train/dice_step"]) < 1e-5
+               for r in steps)
+    best = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)
+    last = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert last["epoch"] == 2 and last["epoch_complete"]
+    for key in ("model", "optimizer", "scaler", "early_stopping", "config", "metrics"):
+        assert key in best and key in last
+    assert best["config"]["model"]["d_model"] == 16
+    assert best["epoch"] == best["early_stopping"]["best_epoch"]
+    assert (run_dir / "curves.png").stat().st_size > 1000
+    assert not (run_dir / "wandb").exists()  # logger=none writes no W&B files
+
+
+def test_missing_data_root_is_one_line_exit_2(tmp_path, run_env):
+    proc = run_train(["data=deep_crown", f"data.root={tmp_path / 'nope'}", "logger=none"], run_env, tmp_path)
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: data.root ") and "nope" in err[0]
+    assert "expected ROOT/landscape" in err[0] and "Traceback" not in proc.stderr
+
+
+def test_bad_loss_weight_is_one_line_exit_2(tmp_path, run_env):
+    proc = run_train(["loss.bce_weight=-1", "logger=none"], run_env, tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "Error: loss.bce_weight must be >= 0, got -1"
