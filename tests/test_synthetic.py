@@ -151,6 +151,9 @@ def test_ensure_synthetic_reuses_and_keys_by_settings(tmp_path: Path, monkeypatc
     assert root.parent == cache and re.fullmatch(r"synthetic-[0-9a-f]{12}", root.name)
     settings = json.loads((root / "settings.json").read_text())
     assert settings["size"] == TINY["size"] and settings["generator_version"] == synthetic.GENERATOR_VERSION
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert root.stat().st_mode == fresh.stat().st_mode  # a normal folder, not a private temp dir
     (root / "marker").write_text("x")
     mtime = (root / "settings.json").stat().st_mtime_ns
 

@@ -140,12 +140,17 @@ class Trainer:
                                                        self.early.best_value, self.early.best_epoch,
                                                        self.early.counter))
                     break
+        except BaseException:
+            self.logger.finish(exit_code=1)  # a failed job must not leave its W&B run open
+            distributed.cleanup()
+            raise
         finally:
             self._restore_signal_handlers(old_handlers)
-        wall = time.time() - t0
-        best = self._finish(wall)
-        distributed.cleanup()
-        return best
+        try:
+            return self._finish(time.time() - t0)
+        finally:
+            self.logger.finish(exit_code=0)
+            distributed.cleanup()
 
     def _print_banner(self, epochs: int, run_info: dict[str, Any]) -> None:
         lrs = {g.get("name"): g["lr"] for g in self.optimizer.param_groups} if self.optimizer else {}
@@ -410,7 +415,6 @@ class Trainer:
             self.logger.summary(summary)
             self._print_results(summary)
             print(console.complete(), flush=True)
-            self.logger.finish(0)
         best = self.early.best_value
         if not math.isfinite(best):
             raise NonFiniteLoss(f"no finite {self.early.monitor} in any epoch")

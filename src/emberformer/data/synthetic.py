@@ -33,7 +33,7 @@ import math
 import operator
 import os
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +120,8 @@ def generate(
                 write_mask(fire_dir / f"fire_{t:0{frame_pad}d}.png", mask, "fire")
                 write_mask(iso_dir / f"iso_{t:0{frame_pad}d}.png", mask, "iso")
 
-    (land / "indices.json").write_text(json.dumps(indices, indent=1) + "\n")
+    lines = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in indices.items())
+    (land / "indices.json").write_text("{\n" + lines + "\n}\n")
     (land / "WeatherHistory.csv").write_text("".join(line + "\n" for line in history))
     return root
 
@@ -152,7 +153,9 @@ def ensure_synthetic(
         return final
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".synthetic-{key}.", suffix=".tmp", dir=cache_dir))
+    # not tempfile.mkdtemp: that folder would be mode 0700 and end up as the data set itself
+    tmp = cache_dir / f".synthetic-{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
     try:
         generate(tmp, **s, progress=progress)
         (tmp / "settings.json").write_text(json.dumps({**record, "key": key}, indent=1) + "\n")

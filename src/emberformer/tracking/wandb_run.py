@@ -28,7 +28,7 @@ class WandbRun:
         run, self.run = self.run, None
         if run is not None:
             try:
-                run.finish(exit_code=1, quiet=True)
+                run.finish(exit_code=1)
             except Exception:  # noqa: BLE001 - the run is already broken
                 pass
 
@@ -46,8 +46,7 @@ class WandbRun:
                                         x_disable_stats=True),
             )
             self.run.define_metric("epoch")
-            for pattern in ("train/*_epoch", "val/*", "early_stop/*", "train/lr_*", "train/T_avg_epoch"):
-                self.run.define_metric(pattern, step_metric="epoch")
+            self._epoch_keys: set[str] = set()
         except Exception as e:  # noqa: BLE001 - W&B trouble must never cost a run
             self._fail("start", e)
 
@@ -69,6 +68,10 @@ class WandbRun:
         if self.run is None:
             return
         try:
+            if "epoch" in data:  # epoch panels plot against epochs, step panels against steps
+                for k in data.keys() - self._epoch_keys - {"epoch"}:
+                    self.run.define_metric(k, step_metric="epoch")
+                    self._epoch_keys.add(k)
             self.run.log(dict(data), step=step)
         except Exception as e:  # noqa: BLE001
             self._fail("log", e)
@@ -79,6 +82,9 @@ class WandbRun:
         try:
             import wandb
 
+            if key not in self._epoch_keys:
+                self.run.define_metric(key, step_metric="epoch")
+                self._epoch_keys.add(key)
             self.run.log({key: [wandb.Image(im, caption=c) for im, c in zip(images, captions)],
                           "epoch": epoch}, step=step)
         except Exception as e:  # noqa: BLE001
@@ -101,7 +107,7 @@ class WandbRun:
         if self.run is None:
             return
         try:
-            self.run.finish(exit_code=exit_code, quiet=True)
+            self.run.finish(exit_code=exit_code)
         except Exception as e:  # noqa: BLE001
             self._fail("finish", e)
         self.run = None
