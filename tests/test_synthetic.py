@@ -138,11 +138,36 @@ def test_deterministic_per_seed(tiny: Path, tmp_path: Path):
     assert differs
 
 
-def test_callers_torch_rng_untouched(tmp_path: Path):
+def test_callers_torch_state_untouched(tmp_path: Path):
     torch.manual_seed(1234)
     before = torch.get_rng_state()
+    threads = torch.get_num_threads()
     generate(tmp_path / "d", num_sequences=1, size=16, max_frames=3, steps_per_frame=1, seed=5, progress=False)
     assert torch.equal(torch.get_rng_state(), before)
+    assert torch.get_num_threads() == threads
+    assert torch.is_grad_enabled()
+
+
+def test_cached_model_matches_pytorchfire():
+    from pytorchfire import WildfireModel
+
+    g = torch.Generator().manual_seed(0)
+    n = 23
+    env = {
+        "p_veg": torch.rand(n, n, generator=g) - 0.5,
+        "p_den": torch.rand(n, n, generator=g) * 0.6 - 0.3,
+        "wind_velocity": torch.zeros(n, n),
+        "wind_towards_direction": torch.zeros(n, n),
+        "slope": torch.randn(n, n, 3, 3, generator=g) * 8,
+        "initial_ignition": torch.rand(n, n, generator=g) > 0.6,
+    }
+    params = {k: torch.tensor(float(v)) for k, v in synthetic.SIM_PARAMS.items()}
+    with synthetic._isolated_torch():
+        model = synthetic._CachedWildfireModel(env_data=env, params=params).eval()
+        model.reset(seed=0)
+        for ws, towards in [(7.0, 33.0), (0.0, 0.0), (14.0, 250.0)]:
+            model.set_weather(ws, towards)
+            torch.testing.assert_close(model.p_ignite(), WildfireModel.p_ignite(model), atol=1e-6, rtol=0)
 
 
 def test_ensure_synthetic_reuses_and_keys_by_settings(tmp_path: Path, monkeypatch):
@@ -233,7 +258,7 @@ def test_wind_pushes_fire_downwind():
         "initial_ignition": ign,
     }
     weather = {"WS": np.full(6, 10.0), "WD": np.full(6, 270)}  # from the west: blows east
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with synthetic._isolated_torch():
         frames = synthetic._run_fire(env, weather, 6, 2, torch_seed=0)
     cy, cx = np.argwhere(frames[-1]).mean(axis=0)
     assert cx - 20 > 3 and abs(cy - 20) < (cx - 20) / 2

@@ -95,3 +95,14 @@ def resume_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
     with open_dict(saved):
         saved.ckpt_path = cfg.ckpt_path
     return saved
+
+
+def pin_gpu_for_parallel_job(hardware: Any) -> None:
+    """Parallel sweep jobs on a multi-GPU machine: job N uses GPU N mod count."""
+    if not is_multirun() or str(hardware.device) not in ("auto", "cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count()
+    if count > 1:
+        hardware.device = f"cuda:{HydraConfig.get().job.num % count}"

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from emberformer import checkpoint, runtime
+from emberformer.sweep_summary import write_result
 from emberformer.trainer import Interrupted, NonFiniteLoss
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
@@ -25,6 +26,7 @@ def train(cfg: DictConfig) -> float:
         cfg = runtime.resume_config(cfg, resume)
         run_dir = Path(cfg.ckpt_path).expanduser().resolve().parents[1]  # continue in the same folder
     hardware = instantiate(cfg.hardware)
+    runtime.pin_gpu_for_parallel_job(hardware)
     loss = instantiate(cfg.loss)
     early = instantiate(cfg.early_stopping)
     optimizer = instantiate(cfg.optim)
@@ -35,24 +37,31 @@ def train(cfg: DictConfig) -> float:
     (run_dir / "split.json").write_text(json.dumps(data.split, indent=1))
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model, static_channels=data.static_channels)
-    return trainer.fit(model=model, data=data, loss_fn=loss, optimizer_factory=optimizer,
+    best = trainer.fit(model=model, data=data, loss_fn=loss, optimizer_factory=optimizer,
                        early_stopping=early, hardware=hardware, logger=logger, run_dir=run_dir,
                        run_info=runtime.run_info(cfg), resume=resume)
+    write_result(runtime.run_dir(), "ok", best, early.best_epoch)
+    return best
 
 
 @hydra.main(config_path=CONF, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    with runtime.user_errors():
-        try:
+    try:
+        with runtime.user_errors():
             return train(cfg)
-        except Interrupted as e:
-            print(str(e), file=sys.stderr, flush=True)
-            sys.exit(e.exit_code)
-        except NonFiniteLoss as e:
-            if runtime.is_multirun():
-                raise
+    except Interrupted as e:
+        write_result(runtime.run_dir(), "stopped", reason=str(e))
+        print(str(e), file=sys.stderr, flush=True)
+        sys.exit(e.exit_code)
+    except SystemExit:
+        write_result(runtime.run_dir(), "failed", reason="configuration or data error (see log)")
+        raise
+    except Exception as e:  # a sweep records the trial as failed and goes on
+        write_result(runtime.run_dir(), "failed", reason=f"{type(e).__name__}: {e}")
+        if isinstance(e, NonFiniteLoss) and not runtime.is_multirun():
             print(f"Error: {e}", file=sys.stderr, flush=True)
             sys.exit(3)
+        raise
 
 
 if __name__ == "__main__":

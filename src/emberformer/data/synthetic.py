@@ -21,8 +21,8 @@ Conventions (rows increase southward, image top = north):
   frame t and the weather at frame t has what drove the next frame.
 
 Everything is drawn from numpy Generators seeded by ``seed`` and the simulator runs inside
-``torch.random.fork_rng``, so a data set is a pure function of its settings and generating one never
-disturbs the caller's torch RNG.
+``torch.random.fork_rng`` (see :func:`_isolated_torch`), so a data set is a pure function of its
+settings and generating one never disturbs the caller's torch RNG.
 """
 from __future__ import annotations
 
@@ -34,12 +34,14 @@ import operator
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
 import torch
+from pytorchfire import WildfireModel
 from tqdm import tqdm
 
 from emberformer.data.frames import write_mask
@@ -51,10 +53,11 @@ CELL_SIZE_M = 30.0
 BAND_NAMES = ("elevation", "slope", "vegetation_class", "vegetation_density", "burnable", "north_facing")
 
 # Alexandridis et al. 2008 (Spetses) give p_h 0.58, a 0.078, c_1 0.045, c_2 0.131, p_continue 0.3.
-# With those the front saturates (about one cell per step in all 8 directions, so low-wind fires
-# come out as squares) and wind barely skews the shape. A lower p_h keeps spread stochastic and
-# rounder, a larger c_2 makes moderate winds (5-8 m/s) visibly push the fire downwind, and a larger
-# p_continue (thicker burning front) keeps the weaker fires from dying out within a few steps.
+# With those the front saturates (one cell per step in all 8 directions, so low-wind fires come out
+# as squares). A lower p_h keeps spread stochastic and rounder, a larger c_2 makes moderate winds
+# (5-8 m/s) push the fire downwind more clearly (mean cosine between burned-area shift and wind,
+# WS > 6 m/s: 0.92 vs 0.83), and a larger p_continue (thicker burning front) keeps weak fires from
+# dying out within a few steps.
 SIM_PARAMS = {"a": 0.078, "p_h": 0.45, "c_1": 0.045, "c_2": 0.17, "p_continue": 0.5}
 VEG_CLASS_P = {1: -0.3, 2: 0.0, 3: 0.4}  # p_veg per vegetation class (sparse, mixed, dense)
 DEN_P_RANGE = (-0.4, 0.3)  # p_den at density 0 and 1
@@ -106,7 +109,7 @@ def generate(
     frame_pad = max(3, len(str(s["max_frames"] - 1)))
     indices: dict[str, list[int]] = {}
     history: list[str] = []
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with _isolated_torch():
         for k in tqdm(range(1, s["num_sequences"] + 1), desc="Simulating fires", disable=not progress):
             seq = _simulate_sequence(ent, k, raster, weathers, s)
             indices[str(k)] = list(seq.window)
@@ -429,22 +432,76 @@ def _try_sequence(rng: np.random.Generator, raster: np.ndarray, weathers: list[d
     return _Sequence((y0, y0 + size, x0, x0 + size), weather_idx, frames)
 
 
+class _CachedWildfireModel(WildfireModel):
+    """PyTorchFire's model with the same p_ignite, computed about 3x faster.
+
+    The stock p_ignite rebuilds the burning-independent propagation probabilities [H, W, 3, 3]
+    (slope, wind, vegetation terms) every step; they only change with the weather, so they are cached
+    until :meth:`set_weather`, and the neighbour product is taken with in-place slice products instead
+    of a [H, W, 3, 3] scatter. compute(), the state update and the RNG draws are the package's own.
+    """
+
+    _p_propagate: torch.Tensor | None = None
+
+    def set_weather(self, wind_speed: float, wind_towards_ccw_east: float) -> None:
+        self.wind_velocity.fill_(wind_speed)
+        self.wind_towards_direction.fill_(wind_towards_ccw_east)
+        self._p_propagate = None
+
+    def p_ignite(self) -> torch.Tensor:
+        if self._p_propagate is None:
+            p_s = torch.exp(self.a * self.slope)
+            offset = torch.tensor([[3, 2, 1], [4, 0, 0], [5, 6, 7]], device=p_s.device) * 45  # as upstream
+            v = self.wind_velocity[:, :, None, None]
+            towards = self.wind_towards_direction[:, :, None, None]
+            p_w = torch.exp(self.c_1 * v) * torch.exp(
+                self.c_2 * v * (torch.cos(torch.deg2rad((offset - towards) % 360)) - 1)
+            )
+            p = (self.p_h * (1 + self.p_veg) * (1 + self.p_den))[:, :, None, None] * p_s * p_w
+            self._p_propagate = torch.tanh(1.1486328125 * p)
+        p = self._p_propagate
+        b = self.state[0].to(p.dtype)
+        keep = torch.ones_like(b)  # product over burning neighbours of (1 - p_propagate)
+        keep[:-1, :-1] *= 1 - p[:-1, :-1, 0, 0] * b[1:, 1:]
+        keep[:-1, :] *= 1 - p[:-1, :, 0, 1] * b[1:, :]
+        keep[:-1, 1:] *= 1 - p[:-1, 1:, 0, 2] * b[1:, :-1]
+        keep[:, :-1] *= 1 - p[:, :-1, 1, 0] * b[:, 1:]
+        keep[:, 1:] *= 1 - p[:, 1:, 1, 2] * b[:, :-1]
+        keep[1:, :-1] *= 1 - p[1:, :-1, 2, 0] * b[:-1, 1:]
+        keep[1:, :] *= 1 - p[1:, :, 2, 1] * b[:-1, :]
+        keep[1:, 1:] *= 1 - p[1:, 1:, 2, 2] * b[:-1, :-1]
+        return 1 - keep
+
+
+@contextmanager
+def _isolated_torch():
+    """Private torch RNG, no autograd, one intra-op thread for the simulation.
+
+    The model seeds and draws from the global RNG, so fork_rng keeps the caller's state. The tensors
+    are tiny; with two threads on a busy 2-core machine OpenMP hand-offs made each step ~10x slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _run_fire(env: dict, weather: dict, n_frames: int, steps_per_frame: int, torch_seed: int) -> list[np.ndarray] | None:
     """Cumulative masks for frames 0..n_frames-1, stopping early once nothing burns.
 
-    None when the fire is out before frame 0. Must run under fork_rng/no_grad (the model seeds and
-    draws from the global torch RNG).
+    None when the fire is out before frame 0. Must run inside :func:`_isolated_torch` (the model
+    seeds and draws from the global torch RNG).
     """
-    from pytorchfire import WildfireModel  # heavy import only when simulating
-
     params = {name: torch.tensor(float(v)) for name, v in SIM_PARAMS.items()}
-    model = WildfireModel(env_data=env, params=params)
+    model = _CachedWildfireModel(env_data=env, params=params)
     model.eval()  # no autograd accumulator: plain simulation
     model.reset(seed=torch_seed)
 
     def set_weather(t: int) -> None:
-        model.wind_velocity.fill_(float(weather["WS"][t]))
-        model.wind_towards_direction.fill_(float(wd_to_towards_ccw_east(weather["WD"][t])))
+        model.set_weather(float(weather["WS"][t]), float(wd_to_towards_ccw_east(weather["WD"][t])))
 
     set_weather(0)
     for _ in range(WARMUP_STEPS):
