@@ -154,8 +154,6 @@ def test_list_sequences_ids_weather_and_frames(dataset):
     assert seqs[12].iso_frames[0].parent == root / "isochrones" / "sequence_0012"
 
 
-@pytest.mark.xfail(strict=True, reason="list_sequences sorts by folder name, so sequence_0012 "
-                   "comes before sequence_007; its docstring promises 'sorted by id'")
 def test_list_sequences_sorted_by_id(dataset):
     root, _ = dataset
     assert [s.seq_id for s in layout.list_sequences(root)] == [7, 12]
@@ -241,15 +239,7 @@ def test_read_landscape_constant_band_is_zero_and_three_valued_band_normalised(t
     np.testing.assert_array_equal(r[1][0], [0.0, 0.5, 1.0, 0.5, 0.0])
 
 
-try:
-    import imagecodecs  # noqa: F401
-    HAVE_IMAGECODECS = True
-except ImportError:
-    HAVE_IMAGECODECS = False
 
-
-@pytest.mark.xfail(not HAVE_IMAGECODECS, strict=True, reason="LZW GeoTIFFs need the 'imagecodecs' package, which is not a "
-                   "dependency: read_landscape raises DataError '... requires the imagecodecs package'")
 def test_read_landscape_lzw(tmp_path):
     root = tmp_path / "data"
     (root / "landscape").mkdir(parents=True)
@@ -451,8 +441,6 @@ def test_weather_without_wd_names_the_file(dataset, tmp_path):
         build_cache(root, tmp_path / "cache", progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason="build_cache reads every weather file in _wind_range before the "
-                   "per-sequence try block, so the error does not name the sequence")
 def test_weather_without_wd_names_the_sequence(dataset, tmp_path):
     root, _ = dataset
     _drop_wd(root)
@@ -460,8 +448,6 @@ def test_weather_without_wd_names_the_sequence(dataset, tmp_path):
         build_cache(root, tmp_path / "cache", progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason="on_bad_sequence='skip' cannot skip a sequence whose weather file "
-                   "lacks WD: _wind_range raises before the per-sequence skip handling")
 def test_weather_without_wd_is_skipped_in_skip_mode(dataset, tmp_path):
     root, _ = dataset
     _drop_wd(root)

@@ -35,9 +35,20 @@ def _fingerprint(root: Path, seqs: list[layout.SequenceInfo]) -> str:
 
 
 def _wind_range(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Global min and max of (WS, WD) over all weather files."""
-    tables = [layout.read_weather(p) for p in sorted((root / "landscape" / "Weathers").glob("*.csv"))]
-    allw = np.concatenate([t for t in tables if len(t)])
+    """Global min and max of (WS, WD) over all readable weather files.
+
+    A broken file is left out here; the sequence that uses it reports it (or is skipped).
+    """
+    tables = []
+    for p in sorted((root / "landscape" / "Weathers").glob("*.csv")):
+        try:
+            tables.append(layout.read_weather(p))
+        except layout.DataError:
+            continue
+    tables = [t for t in tables if len(t)]
+    if not tables:
+        raise layout.DataError(f"no readable weather file with WS and WD in {root / 'landscape' / 'Weathers'}")
+    allw = np.concatenate(tables)
     return allw.min(0), allw.max(0)
 
 
@@ -65,7 +76,10 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
                 raise layout.DataError(f"sequence {s.seq_id}: isochrone frames are "
                                        f"{iso.shape[1]}x{iso.shape[2]}, fire frames {shape[0]}x{shape[1]}")
             static = layout.crop_static(raster, s.window, s.seq_id, shape)
-            weather = layout.read_weather(s.weather_file)
+            try:
+                weather = layout.read_weather(s.weather_file)
+            except layout.DataError as e:
+                raise layout.DataError(f"sequence {s.seq_id}: {e}") from None
             if len(weather) < len(fire):
                 raise layout.DataError(f"sequence {s.seq_id}: weather file {s.weather_file} has "
                                        f"{len(weather)} rows, need one per frame ({len(fire)})")

@@ -79,10 +79,8 @@ def list_sequences(root: str | Path) -> list[SequenceInfo]:
         raise DataError(f"{land / 'indices.json'} is not valid JSON: {e}") from None
     history = [ln.strip() for ln in (land / "WeatherHistory.csv").read_text().splitlines()]
     seqs = []
-    for folder in sorted((root / "fire_frames").iterdir()):
-        sid = parse_sequence_id(folder.name)
-        if sid is None or not folder.is_dir():
-            continue
+    folders = [(parse_sequence_id(f.name), f) for f in (root / "fire_frames").iterdir() if f.is_dir()]
+    for sid, folder in sorted((i, f) for i, f in folders if i is not None):
         iso_dir = root / "isochrones" / folder.name
         if not iso_dir.is_dir():
             raise DataError(f"sequence {sid}: {iso_dir} is missing")
