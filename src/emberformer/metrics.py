@@ -61,6 +61,7 @@ class PixelMetrics:
     def update(self, prob: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
                last: torch.Tensor) -> None:
         """prob, target [B,1,H,W] float; mask, last [B,1,H,W] bool (valid pixels, last input fire)."""
+        prob = torch.nan_to_num(prob.float(), nan=0.0)  # a NaN step is reported by the trainer, not here
         pred = prob > self.threshold
         tgt = target > 0.5
         growth = mask & ~last
@@ -69,7 +70,7 @@ class PixelMetrics:
             rows += [(pred & tgt & m).sum(), (pred & ~tgt & m).sum(),
                      (~pred & tgt & m).sum(), (~pred & ~tgt & m).sum()]
         self.counts += torch.stack(rows).to(torch.float64)
-        bins = (prob.float().clamp(0, 1) * (AP_BINS - 1)).round().long()
+        bins = (prob.clamp(0, 1) * (AP_BINS - 1)).round().long()
         self.pos_hist += torch.bincount(bins[tgt & mask], minlength=AP_BINS).to(torch.float64)
         self.neg_hist += torch.bincount(bins[~tgt & mask], minlength=AP_BINS).to(torch.float64)
 

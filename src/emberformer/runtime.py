@@ -106,3 +106,23 @@ def pin_gpu_for_parallel_job(hardware: Any) -> None:
     count = torch.cuda.device_count()
     if count > 1:
         hardware.device = f"cuda:{HydraConfig.get().job.num % count}"
+
+
+def checked_optimizer(factory: Any) -> Any:
+    """Build the optimizer once on a dummy parameter so bad optim.* values fail before any work."""
+    import torch
+
+    factory({"temporal": [torch.nn.Parameter(torch.zeros(1))], "spatial": [torch.nn.Parameter(torch.zeros(1))]})
+    return factory
+
+
+def check_model_config(model_cfg: DictConfig) -> None:
+    """Check model.* values (and that pretrained weights exist) before the data is prepared."""
+    from hydra.utils import instantiate
+
+    if model_cfg.get("pretrained"):
+        from emberformer.models.pretrained import load_decode_head_state
+
+        load_decode_head_state(model_cfg.get("pretrained_path"))
+        return
+    instantiate(model_cfg, static_channels=1)

@@ -25,11 +25,13 @@ def train(cfg: DictConfig) -> float:
         resume = checkpoint.load(cfg.ckpt_path)
         cfg = runtime.resume_config(cfg, resume)
         run_dir = Path(cfg.ckpt_path).expanduser().resolve().parents[1]  # continue in the same folder
+    # every piece is built (and so checked) before any data is generated or read
     hardware = instantiate(cfg.hardware)
     runtime.pin_gpu_for_parallel_job(hardware)
     loss = instantiate(cfg.loss)
     early = instantiate(cfg.early_stopping)
-    optimizer = instantiate(cfg.optim)
+    optimizer = runtime.checked_optimizer(instantiate(cfg.optim))
+    runtime.check_model_config(cfg.model)
     logger = instantiate(cfg.logger)
     trainer = instantiate(cfg.trainer)
     data = instantiate(cfg.data, **hardware.loader_settings())

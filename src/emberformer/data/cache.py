@@ -56,7 +56,7 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
                 progress: bool = True) -> Path:
     """Decode every sequence of root once; return the cache folder (reused when up to date)."""
     root = Path(root).expanduser()
-    seqs = layout.list_sequences(root)
+    seqs = layout.list_sequences(root, on_bad_sequence)
     out = Path(cache_dir).expanduser() / f"decoded-{_fingerprint(root, seqs)}"
     if (out / "index.json").is_file():
         return out
@@ -86,6 +86,8 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
         except (layout.DataError, FrameError) as e:
             if on_bad_sequence != "skip":
                 shutil.rmtree(tmp, ignore_errors=True)
+                if isinstance(e, FrameError):
+                    raise layout.DataError(f"sequence {s.seq_id}: {e}") from None
                 raise
             print(f"WARNING: skipping sequence {s.seq_id}: {e}")
             skipped.append(s.seq_id)

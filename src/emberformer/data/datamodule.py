@@ -45,6 +45,9 @@ class FireDataModule:
             raise ValueError(f"data.splits must be three fractions >= 0 summing to 1, got {list(splits)}")
         if max_history is not None and int(max_history) < 1:
             raise ValueError(f"data.max_history must be null or >= 1, got {max_history}")
+        if root is None and type(self) is FireDataModule:
+            raise ValueError("data.root is required with data=deep_crown: "
+                             "data.root=/path/to/organized_spreads")
         self.root = layout.check_root(root) if root is not None else None
         self.cache_dir = cache_dir
         self.split_seed = split_seed

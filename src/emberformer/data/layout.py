@@ -69,8 +69,37 @@ def _frames(folder: Path) -> tuple[Path, ...]:
     return tuple(sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png"))
 
 
-def list_sequences(root: str | Path) -> list[SequenceInfo]:
-    """All sequences of root, sorted by id, with their files checked to exist."""
+def _sequence_info(root: Path, sid: int, folder: Path, indices: dict, history: list[str]) -> SequenceInfo:
+    """Check one sequence's files; DataError names the sequence and the file."""
+    land = root / "landscape"
+    iso_dir = root / "isochrones" / folder.name
+    if not iso_dir.is_dir():
+        raise DataError(f"sequence {sid}: {iso_dir} is missing")
+    fire, iso = _frames(folder), _frames(iso_dir)
+    if len(fire) != len(iso):
+        raise DataError(f"sequence {sid}: {len(fire)} frames in {folder} but {len(iso)} in {iso_dir}")
+    if len(fire) < 2:
+        raise DataError(f"sequence {sid}: {len(fire)} frame(s) in {folder}, need at least 2")
+    if str(sid) not in indices:
+        raise DataError(f"sequence {sid}: no key \"{sid}\" in {land / 'indices.json'}")
+    window = tuple(int(v) for v in indices[str(sid)])
+    if len(window) != 4:
+        raise DataError(f"sequence {sid}: crop window {list(window)} in {land / 'indices.json'} "
+                        "must be [y0, y1, x0, x1]")
+    if sid > len(history) or "Weathers/" not in history[sid - 1]:
+        raise DataError(f"sequence {sid}: line {sid} of {land / 'WeatherHistory.csv'} must name a file "
+                        f"under Weathers/ (file has {len(history)} lines)")
+    weather = land / "Weathers" / history[sid - 1].split("Weathers/", 1)[1].strip().strip('"')
+    if not weather.is_file():
+        raise DataError(f"sequence {sid}: weather file {weather} does not exist")
+    return SequenceInfo(sid, fire, iso, window, weather)  # type: ignore[arg-type]
+
+
+def list_sequences(root: str | Path, on_bad_sequence: str = "error") -> list[SequenceInfo]:
+    """All sequences of root, sorted by id, with their files checked to exist.
+
+    ``on_bad_sequence="skip"`` warns once per broken sequence and leaves it out.
+    """
     root = check_root(root)
     land = root / "landscape"
     try:
@@ -81,32 +110,14 @@ def list_sequences(root: str | Path) -> list[SequenceInfo]:
     seqs = []
     folders = [(parse_sequence_id(f.name), f) for f in (root / "fire_frames").iterdir() if f.is_dir()]
     for sid, folder in sorted((i, f) for i, f in folders if i is not None):
-        iso_dir = root / "isochrones" / folder.name
-        if not iso_dir.is_dir():
-            raise DataError(f"sequence {sid}: {iso_dir} is missing")
-        fire, iso = _frames(folder), _frames(iso_dir)
-        if len(fire) != len(iso):
-            raise DataError(
-                f"sequence {sid}: {len(fire)} frames in {folder} but {len(iso)} in {iso_dir}"
-            )
-        if len(fire) < 2:
-            raise DataError(f"sequence {sid}: {len(fire)} frame(s) in {folder}, need at least 2")
-        if str(sid) not in indices:
-            raise DataError(f"sequence {sid}: no key \"{sid}\" in {land / 'indices.json'}")
-        window = tuple(int(v) for v in indices[str(sid)])
-        if len(window) != 4:
-            raise DataError(f"sequence {sid}: crop window {window} must be [y0, y1, x0, x1]")
-        if sid > len(history) or "Weathers/" not in history[sid - 1]:
-            raise DataError(
-                f"sequence {sid}: line {sid} of {land / 'WeatherHistory.csv'} must name a file "
-                f"under Weathers/ (file has {len(history)} lines)"
-            )
-        weather = land / "Weathers" / history[sid - 1].split("Weathers/", 1)[1].strip().strip('"')
-        if not weather.is_file():
-            raise DataError(f"sequence {sid}: weather file {weather} does not exist")
-        seqs.append(SequenceInfo(sid, fire, iso, window, weather))  # type: ignore[arg-type]
+        try:
+            seqs.append(_sequence_info(root, sid, folder, indices, history))
+        except DataError as e:
+            if on_bad_sequence != "skip":
+                raise
+            print(f"WARNING: skipping sequence {sid}: {e}")
     if not seqs:
-        raise DataError(f"no sequence_NNN folders in {root / 'fire_frames'}; {EXPECTED_LAYOUT}")
+        raise DataError(f"no usable sequence_NNN folders in {root / 'fire_frames'}; {EXPECTED_LAYOUT}")
     return seqs
 
 

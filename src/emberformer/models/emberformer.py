@@ -47,9 +47,14 @@ class TokenEmbedder(nn.Module):
 
 
 class RefinementDecoder(nn.Module):
-    """Grid features + coarse logits -> pixel logits, log2(P) learned 2x upsampling stages."""
+    """Grid features + coarse logits -> pixel logits, log2(P) learned 2x upsampling stages.
 
-    def __init__(self, d_model: int, patch_size: int, base_channels: int):
+    With ``skip_channels`` > 0 the full-resolution inputs (the last fire frame, and the static
+    bands) are concatenated before a final 3x3 conv: the seed model only ever sees P x P patch
+    averages, so it cannot place a fire edge to the pixel, which copy-last does for free.
+    """
+
+    def __init__(self, d_model: int, patch_size: int, base_channels: int, skip_channels: int = 0):
         super().__init__()
         ch = 4 * base_channels
         self.stem = nn.Conv2d(d_model + 1, ch, 1)
@@ -62,10 +67,18 @@ class RefinementDecoder(nn.Module):
             ]
             ch = out
         self.up = nn.Sequential(*stages)
+        self.fuse = None
+        if skip_channels:
+            self.fuse = nn.Sequential(nn.Conv2d(ch + skip_channels, ch, 3, padding=1),
+                                      nn.BatchNorm2d(ch), nn.ReLU(inplace=True))
         self.head = nn.Conv2d(ch, 1, 1)
 
-    def forward(self, grid: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        return self.head(self.up(self.stem(torch.cat([grid, coarse], dim=1))))
+    def forward(self, grid: torch.Tensor, coarse: torch.Tensor,
+                skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.up(self.stem(torch.cat([grid, coarse], dim=1)))
+        if self.fuse is not None and skip is not None:
+            x = self.fuse(torch.cat([x, skip], dim=1))
+        return self.head(x)
 
 
 class EmberFormer(nn.Module):
@@ -87,6 +100,7 @@ class EmberFormer(nn.Module):
         base_channels: int = 48,
         pretrained: bool = False,
         pretrained_path: str | None = None,
+        pixel_skip: bool = False,
     ):
         super().__init__()
         if patch_size < 2 or patch_size & (patch_size - 1):
@@ -109,7 +123,11 @@ class EmberFormer(nn.Module):
             missing, unexpected = self.decode_head.load_state_dict(
                 load_decode_head_state(pretrained_path), strict=False)
             assert not unexpected and all(k.startswith("classifier.") for k in missing)
-        self.refine = RefinementDecoder(d_model, patch_size, base_channels)
+        self.pixel_skip = bool(pixel_skip)
+        if self.pixel_skip:
+            self.name = "EmberFormer (segformer decoder, pixel skip)"
+        skip_ch = 1 + static_channels if self.pixel_skip else 0
+        self.refine = RefinementDecoder(d_model, patch_size, base_channels, skip_ch)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """temporal = embedder + transformer; spatial = everything after."""
@@ -137,5 +155,6 @@ class EmberFormer(nn.Module):
         pyramid = [F.avg_pool2d(conv(grid), 2 ** i, ceil_mode=True) if i else conv(grid)
                    for i, conv in enumerate(self.pyramid)]
         coarse = self.decode_head(pyramid)                           # [B,1,Gy,Gx]
-        logits = self.refine(grid, coarse)                           # [B,1,Gy*P,Gx*P]
+        skip = torch.cat([fire[:, -1:], static], dim=1) if self.pixel_skip else None
+        logits = self.refine(grid, coarse, skip)                     # [B,1,Gy*P,Gx*P]
         return logits[..., :H, :W]

@@ -1,0 +1,105 @@
+"""``python -m emberformer.predict ckpt_path=… sequence=7 [data.root=DIR]``: predict one sequence.
+
+Every sample of the sequence (history 0..t -> frame t+1) is predicted with the checkpoint's model
+and written as ``pred_XXX.png`` (XXX = t+1) in the data layout's colours, plus an animated
+``sequence_<id>.gif`` of history (last input) | prediction | truth.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from PIL import Image, ImageDraw
+from torch.utils.data import DataLoader
+
+from emberformer import runtime
+from emberformer.data.cache import build_cache
+from emberformer.data.dataset import FireSamples, collate
+from emberformer.data.frames import encode_mask, write_mask
+from emberformer.evaluate import CONF, build_model, run_config
+from emberformer.trainer import to_device
+
+GIF_MS = 400
+LABELS = ("history (last input)", "prediction", "truth")
+
+
+def sequence_id(value: object, ids: list[int], root: Path) -> int:
+    """The requested id, or a one-line error naming it and the ids there are."""
+    available = f"available ids: {min(ids)}..{max(ids)} ({len(ids)} sequences in {root})"
+    if value is None:
+        raise ValueError(f"sequence is required, e.g. sequence={ids[0]}; {available}")
+    try:
+        sid = int(str(value))
+    except ValueError:
+        sid = None
+    if sid not in ids:
+        raise ValueError(f"sequence={value} does not exist; {available}")
+    return sid
+
+
+def gif_frame(last: np.ndarray, pred: np.ndarray, truth: np.ndarray, caption: str) -> Image.Image:
+    """Three tiles (history | prediction | truth) in the layout's colours, with labels."""
+    h, w = pred.shape
+    scale = max(1, 160 // max(h, w))
+    gap, top = 4, 30
+    img = Image.new("RGB", (3 * w * scale + 2 * gap, h * scale + top), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    draw.text((2, 2), caption, fill=(0, 0, 0))
+    for i, (mask, label) in enumerate(zip((last, pred, truth), LABELS)):
+        x = i * (w * scale + gap)
+        tile = Image.fromarray(encode_mask(mask > 0.5, "fire")).resize((w * scale, h * scale), Image.NEAREST)
+        img.paste(tile, (x, top))
+        draw.text((x + 2, 16), label, fill=(80, 80, 80))
+    return img
+
+
+@torch.no_grad()
+def predict(cfg: DictConfig) -> list[Path]:
+    """Write the predicted frames and the GIF of ``cfg.sequence``; return the PNG paths."""
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else runtime.run_dir()
+    cfg, ckpt = run_config(cfg)
+    hardware = instantiate(cfg.hardware)
+    device = hardware.setup()
+    data = instantiate(cfg.data, **hardware.loader_settings())
+    root = data.prepare_root()
+    cache = build_cache(root, data.cache_dir, data.on_bad_sequence, data.progress)
+    meta = {s["id"]: s for s in json.loads((cache / "index.json").read_text())["sequences"]}
+    sid = sequence_id(cfg.sequence, sorted(meta), root)
+    samples = FireSamples(cache, [sid], data.max_history)
+    model = build_model(cfg, ckpt, samples.static_channels, device)
+    h, w = meta[sid]["height"], meta[sid]["width"]
+    thresh = float(cfg.metrics.pred_thresh)
+    out.mkdir(parents=True, exist_ok=True)
+    paths, frames = [], []
+    for batch in DataLoader(samples, batch_size=data.batch_size, collate_fn=collate):
+        b = to_device(batch, device)
+        with hardware.autocast():
+            logits = model(b["fire"], b["valid_t"], b["wind"], b["static"])
+        pred = (torch.sigmoid(logits.float()) > thresh)[:, 0, :h, :w].cpu().numpy()
+        for i in range(pred.shape[0]):
+            t = int(batch["t"][i])
+            paths.append(out / f"pred_{t + 1:03d}.png")
+            write_mask(paths[-1], pred[i], "fire")
+            frames.append(gif_frame(batch["fire"][i, -1, :h, :w].numpy(), pred[i],
+                                    batch["target"][i, 0, :h, :w].numpy(),
+                                    f"sequence {sid}: frames 0..{t} -> frame {t + 1}"))
+    gif = out / f"sequence_{sid}.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0)
+    print(f"Sequence {sid}: {len(paths)} predicted frames ({paths[0].name}..{paths[-1].name}) and "
+          f"{gif.name} in {out}", flush=True)
+    return paths
+
+
+@hydra.main(config_path=CONF, config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with runtime.user_errors():
+        predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

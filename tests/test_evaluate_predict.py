@@ -1,0 +1,139 @@
+"""`python -m emberformer.evaluate` and `python -m emberformer.predict` end to end, on a tiny run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from emberformer.data import layout
+from emberformer.data.frames import decode_mask
+from emberformer.data.synthetic import ensure_synthetic
+
+KEYS = {"f1", "iou", "precision", "recall", "accuracy", "ap", "growth_f1", "ece", "samples"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_app(module: str, args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, "-m", f"emberformer.{module}", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def only_dir(parent: Path) -> Path:
+    dirs = [p for p in parent.glob("*/*") if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def env(cache_dir) -> dict:
+    return dict(os.environ, EMBERFORMER_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
+                WANDB_MODE="disabled")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, env) -> dict:
+    """One tiny training run: its folder, best.pt, split and sample counts."""
+    cwd = tmp_path_factory.mktemp("train")
+    proc = run_app("train", ["debug=fast", "logger=none", "trainer.progress=false"], env, cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_dir(cwd / "outputs")
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    summary = next(r["summary"] for r in records if "summary" in r)
+    ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    return {"run": run, "ckpt": run / "checkpoints" / "best.pt", "config": ckpt["config"],
+            "split": json.loads((run / "split.json").read_text()), "summary": summary}
+
+
+@pytest.fixture(scope="module")
+def test_eval(trained, env, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("eval_test")
+    proc = run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "data.progress=false"], env, cwd)
+    return proc, only_dir(cwd / "outputs" / "evaluate") if proc.returncode == 0 else None
+
+
+def test_evaluate_writes_metrics_report_and_figures(trained, test_eval):
+    proc, out = test_eval
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == {"model", "copy_last"}
+    for block in metrics.values():
+        assert KEYS <= set(block)
+        assert all(0.0 <= block[k] <= 1.0 for k in KEYS - {"samples"})
+        assert block["samples"] == trained["summary"]["data/test_samples"] > 0
+    copy = metrics["copy_last"]
+    assert copy["growth_f1"] == 0.0 and copy["precision"] == 1.0  # cumulative masks
+    # the trainer scored the same checkpoint on the same split
+    assert metrics["model"]["f1"] == pytest.approx(trained["summary"]["test/f1"], abs=1e-6)
+    assert copy["f1"] == pytest.approx(trained["summary"]["copy_last/test_f1"], abs=1e-6)
+    report = (out / "report.md").read_text()
+    assert "By history length" in report and "| history | samples |" in report
+    assert "| 1 |" in report and "(pr_curve.png)" in report
+    png = (out / "pr_curve.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 5000
+    examples = sorted((out / "examples").glob("example_*.png"))
+    assert examples and all(p.read_bytes().startswith(PNG_MAGIC) for p in examples)
+    assert "copy-last" in proc.stdout and "growth_f1" in proc.stdout
+
+
+def test_evaluate_val_split_and_bad_split(trained, env, tmp_path):
+    proc = run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "split=val", "hardware.batch_size=2",
+                                "data.progress=false"], env, tmp_path / "val")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = json.loads((only_dir(tmp_path / "val" / "outputs" / "evaluate") / "metrics.json")
+                         .read_text())["model"]["samples"]
+    assert samples == trained["summary"]["data/val_samples"] != trained["summary"]["data/test_samples"]
+
+    err = one_line_error(run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "split=bogus"], env,
+                                 tmp_path / "bogus"))
+    assert "split" in err and "bogus" in err and "test" in err
+    err = one_line_error(run_app("evaluate", [f"ckpt_path={tmp_path / 'nope.pt'}"], env, tmp_path / "nope"))
+    assert "nope.pt" in err
+
+
+def test_evaluate_copy_last_without_checkpoint(env, tmp_path):
+    proc = run_app("evaluate", ["model=copy_last", "debug=fast", "data.progress=false"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((only_dir(tmp_path / "outputs" / "evaluate") / "metrics.json").read_text())
+    assert metrics["model"] == pytest.approx(metrics["copy_last"], abs=1e-3)  # logits +/-10, not exact 0/1
+
+
+def test_predict_writes_frames_and_gif(trained, env, tmp_path):
+    d = trained["config"]["data"]
+    root = ensure_synthetic(trained["config"]["data"]["cache_dir"], num_sequences=d["num_sequences"],
+                            size=d["size"], max_frames=d["max_frames"],
+                            steps_per_frame=d["steps_per_frame"], seed=d["seed"], progress=False)
+    seqs = {s.seq_id: s for s in layout.list_sequences(root)}
+    sid = trained["split"]["test"][0]
+    n_frames = len(seqs[sid].fire_frames)
+    size = decode_mask(seqs[sid].fire_frames[0]).shape
+    proc = run_app("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}", f"sequence={sid}",
+                               "data.progress=false"], env, tmp_path / "ok")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = only_dir(tmp_path / "ok" / "outputs" / "predict")
+    preds = sorted(out.glob("pred_*.png"))
+    assert [p.name for p in preds] == [f"pred_{t:03d}.png" for t in range(1, n_frames)]
+    for p in preds:
+        mask = decode_mask(p)
+        assert mask.dtype == np.bool_ and mask.shape == size
+    with Image.open(out / f"sequence_{sid}.gif") as gif:
+        assert gif.n_frames == n_frames - 1
+
+    bad = max(seqs) + 100
+    err = one_line_error(run_app("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}",
+                                             f"sequence={bad}"], env, tmp_path / "bad"))
+    assert str(bad) in err and f"{min(seqs)}..{max(seqs)}" in err
