@@ -18,9 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
+from torch.utils.data import DataLoader
 
 from emberformer import checkpoint, runtime
 from emberformer.data.datamodule import SPLITS
+from emberformer.hardware import Hardware
 from emberformer.metrics import PixelMetrics
 from emberformer.previews import panel
 from emberformer.trainer import to_device
@@ -141,14 +143,14 @@ class Scores:
 
 
 @torch.no_grad()
-def score(model: nn.Module, loader, hardware: Any, device: torch.device, threshold: float,
-          n_examples: int) -> tuple[Scores, dict[int, Scores], list[tuple[dict, np.ndarray]]]:
+def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torch.device,
+          threshold: float, n_examples: int) -> tuple[Scores, dict[int, Scores], list[tuple[dict, np.ndarray]]]:
     """One pass over a loader: overall scores, scores by history length, and example samples."""
     total, by_len, examples = Scores(threshold, device), {}, []
     n = len(loader.dataset)
     wanted = set(np.linspace(0, n - 1, min(n_examples, n)).round().astype(int).tolist()) if n else set()
     seen = 0
-    loader.sampler.set_epoch(0)
+    loader.sampler.set_epoch(0)  # type: ignore[union-attr]
     for batch in loader:
         b = to_device(batch, device)
         with hardware.autocast():
@@ -171,11 +173,14 @@ def score(model: nn.Module, loader, hardware: Any, device: torch.device, thresho
 # ---------------------------------------------------------------------------------------- outputs
 def side_by_side(result: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
     """(metric, model, copy-last) rows."""
-    fmt = lambda k, v: str(int(v)) if k == "samples" else f"{v:.4f}"  # noqa: E731
+    def fmt(key: str, value: float) -> str:
+        return str(int(value)) if key == "samples" else f"{value:.4f}"
+
     return [(k, fmt(k, result["model"][k]), fmt(k, result["copy_last"][k])) for k in KEYS]
 
 
 def markdown(header: list[str], rows: list[tuple]) -> str:
+    """A markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
@@ -229,6 +234,7 @@ def write_examples(out: Path, examples: list[tuple[dict, np.ndarray]], threshold
 
 def write_report(path: Path, title: str, table: list[tuple], hist: list[tuple],
                  figures: list[Path]) -> None:
+    """report.md: both tables and links to the figures."""
     md = [f"# {title}", "", "## Model vs copy-last", "",
           markdown(["metric", "model", "copy-last"], table), "",
           "## By history length (real input steps)", "",

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from emberformer import checkpoint, runtime
+from emberformer import checkpoint, distributed, runtime
 from emberformer.sweep_summary import write_result
 from emberformer.trainer import Interrupted, NonFiniteLoss
 
@@ -36,13 +36,15 @@ def train(cfg: DictConfig) -> float:
     trainer = instantiate(cfg.trainer)
     data = instantiate(cfg.data, **hardware.loader_settings())
     data.setup()
-    (run_dir / "split.json").write_text(json.dumps(data.split, indent=1))
+    if distributed.is_main():
+        (run_dir / "split.json").write_text(json.dumps(data.split, indent=1))
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model, static_channels=data.static_channels)
     best = trainer.fit(model=model, data=data, loss_fn=loss, optimizer_factory=optimizer,
                        early_stopping=early, hardware=hardware, logger=logger, run_dir=run_dir,
                        run_info=runtime.run_info(cfg), resume=resume)
-    write_result(runtime.run_dir(), "ok", best, early.best_epoch)
+    if distributed.is_main():
+        write_result(runtime.run_dir(), "ok", best, early.best_epoch)
     return best
 
 

@@ -113,8 +113,9 @@ class Trainer:
         if resume is not None:
             skip = self._restore(resume)
 
-        self.logger.start(self.run_dir, run_info["name"], run_info.get("group"), run_info["tags"],
-                          run_info["config"], resume_id=resume.get("wandb_id") if resume else None)
+        if self.main:  # other ranks log nothing and write no files
+            self.logger.start(self.run_dir, run_info["name"], run_info.get("group"), run_info["tags"],
+                              run_info["config"], resume_id=resume.get("wandb_id") if resume else None)
         if self.main:
             self._print_banner(epochs, run_info)
             if not self.trainable:
@@ -180,6 +181,7 @@ class Trainer:
                     dynamic_ncols=True, mininterval=0.5, leave=True)
 
     def _train_epoch(self, epoch: int, epochs: int, skip: int) -> dict[str, float]:
+        world_size = distributed.world()[1]
         self.net.train(self.trainable)
         loader = self.loaders["train"]
         loader.sampler.set_epoch(epoch, skip)  # type: ignore[union-attr]
@@ -208,7 +210,7 @@ class Trainer:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
             n = b["fire"].shape[0]
-            seen += n * distributed.world()[1]
+            seen += n * world_size
             self.global_step += 1
             with torch.no_grad():
                 prob = torch.sigmoid(logits.detach().float())
@@ -224,7 +226,9 @@ class Trainer:
                 running = metrics.compute()
                 self.logger.log({f"train/{k}_step": running[k] for k in ("prec", "rec", "f1", "iou", "acc")},
                                 step=self.global_step)
-            if distributed.broadcast_flag(self._signal is not None, self.device):
+            # single process: look at the flag every step; DDP: agree on it every FLUSH_EVERY steps
+            if (world_size == 1 or self.global_step % FLUSH_EVERY == 0) and \
+                    distributed.broadcast_flag(self._signal is not None, self.device):
                 self._flush(buffer, comp_names, epoch, bar)
                 self._interrupt(epoch, seen, metrics, sums)
         self._flush(buffer, comp_names, epoch, bar)
@@ -396,6 +400,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the end
     def _finish(self, wall: float) -> float:
+        distributed.barrier()  # rank 0 may still be writing best.pt
         summary: dict[str, Any] = {
             "best/" + self.early.monitor: self.early.best_value, "best/epoch": self.early.best_epoch,
             "params_used": self.n_params, "device": self.hw.describe(), "wall_time_s": round(wall, 1),
