@@ -90,3 +90,19 @@ def test_bad_loss_weight_is_one_line_exit_2(tmp_path, run_env):
     proc = run_train(["loss.bce_weight=-1", "logger=none"], run_env, tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "Error: loss.bce_weight must be >= 0, got -1"
+
+
+def test_early_stopping_block_and_targets(tmp_path, run_env):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    proc = run_train([*TINY, "trainer.epochs=5", "early_stopping.patience=1", "early_stopping.min_delta=1.0",
+                      "trainer.progress=false"], run_env, a)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\n🛑 Early stopping triggered!\n   Best val/f1: " in proc.stdout
+    assert " at epoch 1\n   No improvement for 1 epochs\n" in proc.stdout
+    assert "[Epoch 2/5]" in proc.stdout and "[Epoch 3/5]" not in proc.stdout
+    proc = run_train([*TINY, "trainer.epochs=5", "early_stopping.targets={val/acc:0.01,val/loss:100}",
+                      "trainer.progress=false"], run_env, b)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "🎯 Target metrics achieved!" in proc.stdout and "[Epoch 2/5]" not in proc.stdout
+    assert "targets val/acc=0.01, val/loss=100" in proc.stdout
