@@ -70,9 +70,11 @@ class PixelMetrics:
             rows += [(pred & tgt & m).sum(), (pred & ~tgt & m).sum(),
                      (~pred & tgt & m).sum(), (~pred & ~tgt & m).sum()]
         self.counts += torch.stack(rows).to(torch.float64)
-        bins = (prob.clamp(0, 1) * (AP_BINS - 1)).round().long()
-        self.pos_hist += torch.bincount(bins[tgt & mask], minlength=AP_BINS).to(torch.float64)
-        self.neg_hist += torch.bincount(bins[~tgt & mask], minlength=AP_BINS).to(torch.float64)
+        # scatter_add into fixed-size histograms: no data-dependent shapes, so no host sync on GPU
+        bins = (prob.clamp(0, 1) * (AP_BINS - 1)).round().long().flatten()
+        valid = mask.flatten()
+        self.pos_hist.scatter_add_(0, bins, (tgt.flatten() & valid).to(torch.float64))
+        self.neg_hist.scatter_add_(0, bins, (~tgt.flatten() & valid).to(torch.float64))
 
     def compute(self) -> dict[str, float]:
         """One host sync: loss-free metric dict with growth_* and ap."""

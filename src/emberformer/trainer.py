@@ -187,6 +187,7 @@ class Trainer:
         loader.sampler.set_epoch(epoch, skip)  # type: ignore[union-attr]
         metrics = PixelMetrics(self.thresh, self.device)
         sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss*n, n, T*n
+        host = [0.0, 0.0]  # n and T*n are known on the host: no device traffic for them
         if self.partial is not None:  # resumed mid-epoch: carry the epoch's counts so far
             metrics.counts += self.partial["counts"].to(self.device)
             sums += self.partial["sums"].to(self.device)
@@ -216,8 +217,9 @@ class Trainer:
                 prob = torch.sigmoid(logits.detach().float())
                 metrics.update(prob, b["target"], b["mask"], b["fire"][:, -1:] > 0.5)
                 vals = torch.stack([parts["loss"].detach()] + [parts[c].detach() for c in comp_names])
-                sums += torch.stack([vals[0].double() * n, torch.tensor(n, device=self.device, dtype=torch.float64),
-                                     torch.tensor(T_avg * n, device=self.device, dtype=torch.float64)])
+                sums[0] += vals[0].double() * n
+                host[0] += n
+                host[1] += T_avg * n
             buffer.append((self.global_step, vals, T_avg))
             if len(buffer) >= FLUSH_EVERY:
                 self._flush(buffer, comp_names, epoch, bar)
@@ -230,9 +232,13 @@ class Trainer:
             if (world_size == 1 or self.global_step % FLUSH_EVERY == 0) and \
                     distributed.broadcast_flag(self._signal is not None, self.device):
                 self._flush(buffer, comp_names, epoch, bar)
+                sums[1] += host[0]
+                sums[2] += host[1]
                 self._interrupt(epoch, seen, metrics, sums)
         self._flush(buffer, comp_names, epoch, bar)
         bar.close()
+        sums[1] += host[0]
+        sums[2] += host[1]
         distributed.all_reduce_(metrics.counts)
         distributed.all_reduce_(sums)
         out = metrics.compute()
