@@ -8,8 +8,9 @@
 #   HW           hardware preset (or env HW): rtx3090 (default: the seed guide's run, fp16), a6000,
 #                h100, auto; or cpu: the same steps with tiny data and a tiny model, so the
 #                script can be tried on a machine without a GPU (well under a minute)
-#   OVERRIDE     Hydra overrides added to both runs (as is env EXTRA_OVERRIDES, space-separated);
-#                BENCH_OVERRIDES / TRAIN_OVERRIDES are added to one of them only
+#   OVERRIDE     Hydra overrides added to both runs, except bench.* ones, which go to the bench
+#                only (env EXTRA_OVERRIDES, space-separated, does the same); env BENCH_OVERRIDES /
+#                TRAIN_OVERRIDES are added to one of the runs only
 #   env PYTHON   the interpreter (default: python)
 #   env KEEP_CHECKPOINTS=1  keep the training run's checkpoints/ (removed by default: a one-epoch
 #                model is worth nothing and the results folder stays small)
@@ -42,9 +43,13 @@ OUT=$(cd "$OUT" && pwd)
 rm -rf "$OUT/bench_run" "$OUT/train_run"
 : > "$OUT/timings.txt"
 
-read -r -a EXTRA <<< "${EXTRA_OVERRIDES:-}"
+read -r -a ARGS <<< "${EXTRA_OVERRIDES:-}"
 read -r -a BENCH_EXTRA <<< "${BENCH_OVERRIDES:-}"
 read -r -a TRAIN_EXTRA <<< "${TRAIN_OVERRIDES:-}"
+EXTRA=()
+for a in ${ARGS[@]+"${ARGS[@]}"} "$@"; do
+  if [[ "$a" == bench.* || "$a" == bench=* ]]; then BENCH_EXTRA+=("$a"); else EXTRA+=("$a"); fi
+done
 
 if [[ "$HW" == "cpu" ]]; then
   COMMON=(debug=fast hardware=cpu)
@@ -94,13 +99,13 @@ cd "$REPO"
 export PYTHONUNBUFFERED=1 MPLBACKEND=${MPLBACKEND:-Agg}
 
 step bench "$OUT/bench_console.log" "$PY" -m emberformer.bench "${COMMON[@]}" "${BENCH[@]}" \
-  ${EXTRA[@]+"${EXTRA[@]}"} ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} "$@" "hydra.run.dir='$OUT/bench_run'"
+  ${EXTRA[@]+"${EXTRA[@]}"} ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"} "hydra.run.dir='$OUT/bench_run'"
 for f in bench_table.md bench_table.json; do
   [[ -f "$OUT/bench_run/$f" ]] && cp "$OUT/bench_run/$f" "$OUT/$f"
 done
 
 step train "$OUT/train_console.log" "$PY" -m emberformer.train "${COMMON[@]}" "${TRAIN[@]}" \
-  ${EXTRA[@]+"${EXTRA[@]}"} ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"} "$@" "hydra.run.dir='$OUT/train_run'"
+  ${EXTRA[@]+"${EXTRA[@]}"} ${TRAIN_EXTRA[@]+"${TRAIN_EXTRA[@]}"} "hydra.run.dir='$OUT/train_run'"
 [[ -f "$OUT/train_run/metrics.jsonl" ]] && cp "$OUT/train_run/metrics.jsonl" "$OUT/train_metrics.jsonl"
 [[ "${KEEP_CHECKPOINTS:-0}" == "1" ]] || rm -rf "$OUT/train_run/checkpoints"
 

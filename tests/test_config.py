@@ -74,6 +74,7 @@ def test_early_stopping_targets_override():
 
 @pytest.mark.parametrize("choice,device,batch,precision", [
     ("auto", "auto", 16, "fp32"), ("cpu", "cpu", 16, "fp32"), ("rtx3090", "cuda", 16, "fp16"),
+    ("a6000", "cuda", 32, "bf16"), ("h100", "cuda", 64, "bf16"),
 ])
 def test_hardware_group(choice, device, batch, precision):
     hw = instantiate(cfg_of(f"hardware={choice}").hardware)

@@ -25,7 +25,7 @@ from emberformer.data import cache as cache_mod
 from emberformer.data import layout
 from emberformer.data.cache import build_cache
 from emberformer.data.datamodule import split_sequences
-from emberformer.data.dataset import FireSamples, collate
+from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import decode_mask
 from emberformer.data.layout import DataError
 
@@ -269,24 +269,27 @@ def test_build_cache_and_samples(dataset, tmp_path):
     assert ds.static_channels == 3
     assert sorted((s, t) for s, t in ds.samples) == [(7, 0), (7, 1), (12, 0), (12, 1), (12, 2)]
     land = expected_landscape()
+    raster = ds.static_raster()
+    np.testing.assert_array_equal(raster.numpy(), land.astype(np.float16))  # stored once, float16
     for i in range(len(ds)):
         x = ds[i]
         sid, t = x["seq_id"], x["t"]
         fire, iso = masks[sid]
         y0, y1, x0, x1 = WINDOWS[sid]
-        assert x["fire"].dtype == torch.uint8 and x["target"].dtype == torch.uint8
-        assert x["fire"].shape == (t + 1, y1 - y0, x1 - x0)
-        np.testing.assert_array_equal(x["fire"].numpy(), fire[: t + 1].astype(np.uint8))
-        assert x["target"].shape == (1, y1 - y0, x1 - x0)
-        np.testing.assert_array_equal(x["target"][0].numpy(), iso[t + 1].astype(np.uint8))
+        assert x["fire"].dtype == torch.uint8 and x["target"].dtype == torch.uint8  # bit-packed
+        assert x["hw"] == (y1 - y0, x1 - x0) and list(x["window"]) == [y0, y1, x0, x1]
+        b = to_device(collate([x]), torch.device("cpu"), raster)
+        assert b["fire"].shape == (1, t + 1, y1 - y0, x1 - x0)
+        np.testing.assert_array_equal(b["fire"][0].numpy(), fire[: t + 1].astype(np.float32))
+        assert b["target"].shape == (1, 1, y1 - y0, x1 - x0)
+        np.testing.assert_array_equal(b["target"][0, 0].numpy(), iso[t + 1].astype(np.float32))
         wind = WIND7 if sid == 7 else WIND12
         assert x["wind"].dtype == torch.float32
         np.testing.assert_allclose(x["wind"].numpy(), wind[: t + 1], rtol=1e-6, atol=1e-7)
         crop = land[:, y0:y1, x0:x1]
-        assert x["static"].dtype == torch.float32
-        # stored as float16
-        np.testing.assert_array_equal(x["static"].numpy(), crop.astype(np.float16).astype(np.float32))
-        np.testing.assert_allclose(x["static"].numpy(), crop, atol=1e-3)
+        assert b["static"].dtype == torch.float32
+        np.testing.assert_array_equal(b["static"][0].numpy(), crop.astype(np.float16).astype(np.float32))
+        np.testing.assert_allclose(b["static"][0].numpy(), crop, atol=1e-3)
     assert ds.history_lengths() == [t + 1 for _, t in ds.samples]
 
 
@@ -294,11 +297,12 @@ def test_samples_collate_together(dataset, tmp_path):
     root, masks = dataset
     ds = FireSamples(build_cache(root, tmp_path / "cache", progress=False), [7, 12])
     by_key = {(s, t): i for i, (s, t) in enumerate(ds.samples)}
-    batch = collate([ds[by_key[(7, 0)]], ds[by_key[(12, 2)]]])
+    batch = to_device(collate([ds[by_key[(7, 0)]], ds[by_key[(12, 2)]]]), torch.device("cpu"),
+                      ds.static_raster())
     assert batch["fire"].shape == (2, 3, 5, 6)
     assert batch["valid_t"].tolist() == [[False, False, True], [True, True, True]]
-    np.testing.assert_array_equal(batch["fire"][0, 2, :4, :5].numpy(), masks[7][0][0].astype(np.uint8))
-    assert batch["pixel_mask"][0, 0].sum().item() == 4 * 5
+    np.testing.assert_array_equal(batch["fire"][0, 2, :4, :5].numpy(), masks[7][0][0].astype(np.float32))
+    assert batch["mask"][0, 0].sum().item() == 4 * 5
 
 
 def test_fire_samples_subset_and_max_history(dataset, tmp_path):
@@ -310,7 +314,8 @@ def test_fire_samples_subset_and_max_history(dataset, tmp_path):
     assert only12.history_lengths() == [1, 2, 2]
     x = only12[2]  # t = 2: frames 1..2
     assert x["t"] == 2
-    np.testing.assert_array_equal(x["fire"].numpy(), masks[12][0][1:3].astype(np.uint8))
+    fire = to_device(collate([x]), torch.device("cpu"), only12.static_raster())["fire"][0]
+    np.testing.assert_array_equal(fire.numpy(), masks[12][0][1:3].astype(np.float32))
     np.testing.assert_allclose(x["wind"].numpy(), WIND12[1:3], rtol=1e-6)
 
 
@@ -340,9 +345,9 @@ def test_cache_rebuilt_after_frame_rewritten(dataset, tmp_path):
     assert second != first
     assert (first / "index.json").is_file() and (second / "index.json").is_file()
     ds = FireSamples(second, [7])
-    x = ds[ds.samples.index((7, 1))]
-    np.testing.assert_array_equal(x["fire"][1].numpy(), new_mask.astype(np.uint8))
-    np.testing.assert_array_equal(x["fire"][0].numpy(), masks[7][0][0].astype(np.uint8))
+    fire = to_device(collate([ds[ds.samples.index((7, 1))]]), torch.device("cpu"), ds.static_raster())["fire"][0]
+    np.testing.assert_array_equal(fire[1].numpy(), new_mask.astype(np.float32))
+    np.testing.assert_array_equal(fire[0].numpy(), masks[7][0][0].astype(np.float32))
 
 
 def test_cache_rebuilt_after_touch_only(dataset, tmp_path):

@@ -1,10 +1,11 @@
 """EmberFormer (tiny configuration) and the copy-last baseline."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
-from emberformer.data.dataset import collate
+from emberformer.data.dataset import collate, to_device
 from emberformer.models.copy_last import CopyLast
 from emberformer.models.emberformer import EmberFormer
 
@@ -46,19 +47,25 @@ def test_output_shape(model, B, T, H, W):
     assert torch.isfinite(out).all()
 
 
+RASTER = torch.rand(3, 40, 27, generator=torch.Generator().manual_seed(9)).half()
+
+
 def item(T, H, W, seed):
+    """A sample as FireSamples gives it: bit-packed frames, a window into RASTER."""
     g = torch.Generator().manual_seed(seed)
-    return {"fire": (torch.rand(T, H, W, generator=g) > 0.6).to(torch.uint8),
+    fire = (torch.rand(T, H, W, generator=g) > 0.6).numpy()
+    y0 = 0 if seed % 2 else 20
+    return {"fire": torch.from_numpy(np.packbits(fire, axis=-1)),
             "wind": torch.rand(T, 2, generator=g),
-            "static": torch.rand(3, H, W, generator=g),
-            "target": torch.zeros(1, H, W, dtype=torch.uint8), "seq_id": seed, "t": T - 1}
+            "target": torch.from_numpy(np.packbits(np.zeros((1, H, W), bool), axis=-1)),
+            "hw": (H, W), "window": [y0, y0 + H, 0, W], "seq_id": seed, "t": T - 1}
 
 
 def run(model, batch, dtype=torch.float32):
     model = model.to(dtype)
+    b = to_device(batch, torch.device("cpu"), RASTER)
     with torch.no_grad():
-        return model(batch["fire"].to(dtype), batch["valid_t"], batch["wind"].to(dtype),
-                     batch["static"].to(dtype)).float()
+        return model(b["fire"].to(dtype), b["valid_t"], b["wind"].to(dtype), b["static"].to(dtype)).float()
 
 
 # float64 keeps rounding noise (~1e-5 in float32 for logits of magnitude ~7) far below atol;
@@ -83,8 +90,10 @@ def test_padded_steps_content_is_ignored(model):
     fire, valid, wind, static = inputs(1, 4, 16, 16, seed=3)
     valid[:, :2] = False
 
-    def f64(batch):
-        return run(model, batch, torch.float64)
+    def f64(b):
+        m = model.to(torch.float64)
+        with torch.no_grad():
+            return m(b["fire"].double(), b["valid_t"], b["wind"].double(), b["static"].double())
 
     out1 = f64({"fire": fire, "valid_t": valid, "wind": wind, "static": static})
     fire2, wind2 = fire.clone(), wind.clone()

@@ -25,7 +25,7 @@ from emberformer.data.datamodule import SPLITS
 from emberformer.hardware import Hardware
 from emberformer.metrics import PixelMetrics
 from emberformer.previews import panel
-from emberformer.trainer import to_device
+from emberformer.data.dataset import to_device
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 COPY_LAST = "emberformer.models.copy_last.CopyLast"
@@ -144,7 +144,7 @@ class Scores:
 
 @torch.no_grad()
 def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torch.device,
-          threshold: float, n_examples: int) -> tuple[Scores, dict[int, Scores], list[tuple[dict, np.ndarray]]]:
+          threshold: float, n_examples: int, static: torch.Tensor) -> tuple[Scores, dict[int, Scores], list[tuple[dict, np.ndarray]]]:
     """One pass over a loader: overall scores, scores by history length, and example samples."""
     total, by_len, examples = Scores(threshold, device), {}, []
     n = len(loader.dataset)
@@ -152,7 +152,7 @@ def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torc
     seen = 0
     loader.sampler.set_epoch(0)  # type: ignore[union-attr]
     for batch in loader:
-        b = to_device(batch, device)
+        b = to_device(batch, device, static)
         with hardware.autocast():
             logits = model(b["fire"], b["valid_t"], b["wind"], b["static"])
         prob = torch.sigmoid(logits.float())
@@ -165,7 +165,9 @@ def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torc
                 prob[i], last[i], b["target"][i], b["mask"][i])
         for i in range(prob.shape[0]):
             if seen + i in wanted:
-                examples.append(({k: v[i] for k, v in batch.items()}, prob[i, 0].cpu().numpy()))
+                examples.append(({"fire": b["fire"][i].cpu(), "target": b["target"][i].cpu(),
+                                  "pixel_mask": b["mask"][i].cpu(), "seq_id": b["seq_id"][i], "t": b["t"][i]},
+                                 prob[i, 0].cpu().numpy()))
         seen += prob.shape[0]
     return total, dict(sorted(by_len.items())), examples
 
@@ -258,7 +260,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     model = build_model(cfg, ckpt, data.static_channels, device)
     thresh = float(cfg.metrics.pred_thresh)
     total, by_len, examples = score(model, data.loader(cfg.split, int(cfg.seed)), hardware, device,
-                                    thresh, int(cfg.examples))
+                                    thresh, int(cfg.examples), data.static_raster().to(device))
     result = total.result()
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     figures = [run_dir / "pr_curve.png"]

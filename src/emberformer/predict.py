@@ -19,10 +19,9 @@ from torch.utils.data import DataLoader
 
 from emberformer import runtime
 from emberformer.data.cache import build_cache
-from emberformer.data.dataset import FireSamples, collate
+from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import encode_mask, write_mask
 from emberformer.evaluate import CONF, build_model, run_config
-from emberformer.trainer import to_device
 
 GIF_MS = 400
 LABELS = ("history (last input)", "prediction", "truth")
@@ -76,8 +75,9 @@ def predict(cfg: DictConfig) -> list[Path]:
     thresh = float(cfg.metrics.pred_thresh)
     out.mkdir(parents=True, exist_ok=True)
     paths, frames = [], []
+    static = samples.static_raster().to(device)
     for batch in DataLoader(samples, batch_size=data.batch_size, collate_fn=collate):
-        b = to_device(batch, device)
+        b = to_device(batch, device, static)
         with hardware.autocast():
             logits = model(b["fire"], b["valid_t"], b["wind"], b["static"])
         pred = (torch.sigmoid(logits.float()) > thresh)[:, 0, :h, :w].cpu().numpy()
@@ -85,8 +85,8 @@ def predict(cfg: DictConfig) -> list[Path]:
             t = int(batch["t"][i])
             paths.append(out / f"pred_{t + 1:03d}.png")
             write_mask(paths[-1], pred[i], "fire")
-            frames.append(gif_frame(batch["fire"][i, -1, :h, :w].numpy(), pred[i],
-                                    batch["target"][i, 0, :h, :w].numpy(),
+            frames.append(gif_frame(b["fire"][i, -1, :h, :w].cpu().numpy(), pred[i],
+                                    b["target"][i, 0, :h, :w].cpu().numpy(),
                                     f"sequence {sid}: frames 0..{t} -> frame {t + 1}"))
     gif = out / f"sequence_{sid}.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0)

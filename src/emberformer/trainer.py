@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from emberformer import console, distributed
 from emberformer.checkpoint import save_atomic
 from emberformer.data.datamodule import FireDataModule
+from emberformer.data.dataset import to_device
 from emberformer.early_stopping import EarlyStopping
 from emberformer.hardware import Hardware
 from emberformer.losses import WeightedLoss
@@ -42,19 +43,6 @@ class Interrupted(RuntimeError):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """uint8 frames travel as bytes; float conversion happens on the device."""
-    nb = device.type == "cuda"
-    return {
-        "fire": batch["fire"].to(device, non_blocking=nb).float(),
-        "wind": batch["wind"].to(device, non_blocking=nb),
-        "valid_t": batch["valid_t"].to(device, non_blocking=nb),
-        "static": batch["static"].to(device, non_blocking=nb),
-        "target": batch["target"].to(device, non_blocking=nb).float(),
-        "mask": batch["pixel_mask"].to(device, non_blocking=nb),
-    }
 
 
 class Trainer:
@@ -92,6 +80,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self._config = run_info["config"]
         self.model = model.to(self.device)
+        self.static = data.static_raster().to(self.device)  # cropped per sample on the device
         if hardware.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         groups = model.param_groups()  # type: ignore[operator]
@@ -200,7 +189,7 @@ class Trainer:
             if self.limit_batches is not None and i >= self.limit_batches:
                 break
             T_avg = float(batch["valid_t"].sum(1).float().mean())
-            b = to_device(batch, self.device)
+            b = to_device(batch, self.device, self.static)
             with torch.set_grad_enabled(self.trainable):
                 with self.hw.autocast():
                     logits = self.net(b["fire"], b["valid_t"], b["wind"], b["static"])
@@ -278,7 +267,7 @@ class Trainer:
         for i, batch in enumerate(bar):
             if self.limit_batches is not None and i >= self.limit_batches:
                 break
-            b = to_device(batch, self.device)
+            b = to_device(batch, self.device, self.static)
             with self.hw.autocast():
                 logits = net(b["fire"], b["valid_t"], b["wind"], b["static"])
             parts = self.loss_fn(logits.float(), b["target"], b["mask"])
@@ -290,7 +279,10 @@ class Trainer:
             n = b["fire"].shape[0]
             sums += torch.stack([parts["loss"].double() * n, torch.tensor(n, device=self.device, dtype=torch.float64)])
             if first is None:
-                first = (batch, prob[: self.logger.preview_samples].cpu())
+                k = self.logger.preview_samples
+                first = ({"fire": b["fire"][:k].cpu(), "target": b["target"][:k].cpu(),
+                          "pixel_mask": b["mask"][:k].cpu(), "seq_id": b["seq_id"][:k], "t": b["t"][:k]},
+                         prob[:k].cpu())
             if desc and i % FLUSH_EVERY == 0:
                 bar.set_postfix(loss=f"{float(sums[0] / sums[1]):.4f}")
         if desc:

@@ -2,7 +2,9 @@
 
 A training sample is then a slice of a memory map, never a PNG decode. The cache folder is keyed
 by the source files' paths, sizes and modification times, so a changed data set gets a new cache.
-Static crops are stored already normalised (float16) and wind already normalised (float32).
+The static raster is stored once, normalised (float16): the trainer keeps it on the device and
+crops each sample's window there, so terrain never travels through the loader. Wind is stored
+normalised (float32).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 from emberformer.data import layout
 from emberformer.data.frames import FrameError, decode_mask
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _fingerprint(root: Path, seqs: list[layout.SequenceInfo]) -> str:
@@ -75,7 +77,7 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
             if iso.shape[1:] != shape:
                 raise layout.DataError(f"sequence {s.seq_id}: isochrone frames are "
                                        f"{iso.shape[1]}x{iso.shape[2]}, fire frames {shape[0]}x{shape[1]}")
-            static = layout.crop_static(raster, s.window, s.seq_id, shape)
+            layout.crop_static(raster, s.window, s.seq_id, shape)  # checks the window
             try:
                 weather = layout.read_weather(s.weather_file)
             except layout.DataError as e:
@@ -95,12 +97,13 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
         wind = ((weather[: len(fire)] - lo) / span).astype(np.float32)
         np.save(tmp / f"{s.seq_id}_fire.npy", np.packbits(fire, axis=-1))
         np.save(tmp / f"{s.seq_id}_iso.npy", np.packbits(iso, axis=-1))
-        np.save(tmp / f"{s.seq_id}_static.npy", static.astype(np.float16))
         np.save(tmp / f"{s.seq_id}_wind.npy", wind)
-        index.append({"id": s.seq_id, "frames": len(fire), "height": shape[0], "width": shape[1]})
+        index.append({"id": s.seq_id, "frames": len(fire), "height": shape[0], "width": shape[1],
+                      "window": list(s.window)})
     if not index:
         shutil.rmtree(tmp, ignore_errors=True)
         raise layout.DataError(f"every sequence of {root} was skipped as bad")
+    np.save(tmp / "static.npy", raster.astype(np.float16))
     (tmp / "index.json").write_text(json.dumps(
         {"root": str(root), "static_channels": int(raster.shape[0]), "sequences": index,
          "skipped": skipped, "wind_min": lo.tolist(), "wind_max": hi.tolist()}, indent=1))

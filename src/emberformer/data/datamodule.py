@@ -88,6 +88,10 @@ class FireDataModule:
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
 
+    def static_raster(self):
+        """The normalised static raster [C, Y, X] (float16) that the trainer keeps on the device."""
+        return self.datasets["train"].static_raster()
+
     def describe(self) -> dict[str, int]:
         out = {}
         for k, ds in self.datasets.items():

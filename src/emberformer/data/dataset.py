@@ -1,8 +1,10 @@
-"""Expanding-history samples over the decoded-frame cache, and the left-padding collate.
+"""Expanding-history samples over the decoded-frame cache, the left-padding collate, and the
+device-side step that turns a compact batch into model inputs.
 
 A sequence of T frames gives T-1 samples: sample t takes fire frames 0..t and weather rows 0..t
-as input and isochrone frame t+1 as the target. Frames leave the worker as uint8 (0/1); the float
-conversion happens on the device.
+as input and isochrone frame t+1 as the target. Frames travel through the loader still bit-packed
+(1 bit a pixel) and static terrain does not travel at all: ``to_device`` unpacks the bits and crops
+each sample's window from the raster that lives on the device.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 
@@ -20,12 +23,11 @@ class FireSamples(Dataset):
     def __init__(self, cache: str | Path, seq_ids: list[int], max_history: int | None = None):
         self.cache = Path(cache)
         meta = json.loads((self.cache / "index.json").read_text())
-        frames = {s["id"]: s for s in meta["sequences"]}
+        self.meta = {s["id"]: s for s in meta["sequences"]}
         self.static_channels = int(meta["static_channels"])
-        self.seq_ids = [i for i in seq_ids if i in frames]
+        self.seq_ids = [i for i in seq_ids if i in self.meta]
         self.max_history = max_history
-        self.samples = [(sid, t) for sid in self.seq_ids for t in range(frames[sid]["frames"] - 1)]
-        self.widths = {sid: frames[sid]["width"] for sid in self.seq_ids}
+        self.samples = [(sid, t) for sid in self.seq_ids for t in range(self.meta[sid]["frames"] - 1)]
         self._maps: dict[tuple[int, str], np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -37,18 +39,20 @@ class FireSamples(Dataset):
             self._maps[key] = np.load(self.cache / f"{sid}_{kind}.npy", mmap_mode="r")
         return self._maps[key]
 
-    def _unpack(self, sid: int, kind: str, sl: slice | int) -> np.ndarray:
-        packed = np.asarray(self._map(sid, kind)[sl])
-        return np.unpackbits(packed, axis=-1, count=self.widths[sid])
+    def static_raster(self) -> torch.Tensor:
+        """The whole normalised static raster [C, Y, X] (float16)."""
+        return torch.from_numpy(np.load(self.cache / "static.npy"))
 
     def __getitem__(self, i: int) -> dict:
         sid, t = self.samples[i]
+        m = self.meta[sid]
         start = 0 if self.max_history is None else max(0, t + 1 - self.max_history)
         return {
-            "fire": torch.from_numpy(self._unpack(sid, "fire", slice(start, t + 1))),   # [T,H,W] u8
-            "wind": torch.from_numpy(np.array(self._map(sid, "wind")[start:t + 1])),    # [T,2]
-            "static": torch.from_numpy(np.array(self._map(sid, "static"), dtype=np.float32)),
-            "target": torch.from_numpy(self._unpack(sid, "iso", t + 1))[None],          # [1,H,W] u8
+            "fire": torch.from_numpy(np.array(self._map(sid, "fire")[start:t + 1])),   # [T,H,W/8] packed
+            "wind": torch.from_numpy(np.array(self._map(sid, "wind")[start:t + 1])),   # [T,2]
+            "target": torch.from_numpy(np.array(self._map(sid, "iso")[t + 1:t + 2])),  # [1,H,W/8] packed
+            "hw": (m["height"], m["width"]),
+            "window": m["window"],
             "seq_id": sid,
             "t": t,
         }
@@ -59,26 +63,54 @@ class FireSamples(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    """Left-pad in time (valid_t marks real steps) and pad space to the largest frame (pixel_mask)."""
+    """Left-pad in time (``valid_t`` marks real steps) and pad space to the largest frame."""
     B = len(items)
     T = max(it["fire"].shape[0] for it in items)
     H = max(it["fire"].shape[1] for it in items)
-    W = max(it["fire"].shape[2] for it in items)
-    C = items[0]["static"].shape[0]
-    fire = torch.zeros(B, T, H, W, dtype=torch.uint8)
+    Wp = max(it["fire"].shape[2] for it in items)
+    fire = torch.zeros(B, T, H, Wp, dtype=torch.uint8)
+    target = torch.zeros(B, 1, H, Wp, dtype=torch.uint8)
     wind = torch.zeros(B, T, 2)
     valid_t = torch.zeros(B, T, dtype=torch.bool)
-    static = torch.zeros(B, C, H, W)
-    target = torch.zeros(B, 1, H, W, dtype=torch.uint8)
-    pixel_mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     for b, it in enumerate(items):
-        t, h, w = it["fire"].shape
-        fire[b, T - t:, :h, :w] = it["fire"]
+        t, h, wp = it["fire"].shape
+        fire[b, T - t:, :h, :wp] = it["fire"]
+        target[b, :, :h, :wp] = it["target"]
         wind[b, T - t:] = it["wind"]
         valid_t[b, T - t:] = True
-        static[b, :, :h, :w] = it["static"]
-        target[b, :, :h, :w] = it["target"]
-        pixel_mask[b, :, :h, :w] = True
-    return {"fire": fire, "wind": wind, "valid_t": valid_t, "static": static, "target": target,
-            "pixel_mask": pixel_mask, "seq_id": torch.tensor([it["seq_id"] for it in items]),
+    return {"fire": fire, "target": target, "wind": wind, "valid_t": valid_t,
+            "hw": torch.tensor([it["hw"] for it in items]),
+            "window": torch.tensor([it["window"] for it in items]),
+            "seq_id": torch.tensor([it["seq_id"] for it in items]),
             "t": torch.tensor([it["t"] for it in items])}
+
+
+def unpack_bits(packed: torch.Tensor, width: int) -> torch.Tensor:
+    """[..., W/8] uint8 (np.packbits order, most significant bit first) -> [..., width] float."""
+    shifts = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
+    bits = (packed.unsqueeze(-1) >> shifts) & 1
+    return bits.flatten(-2)[..., :width].float()
+
+
+def to_device(batch: dict, device: torch.device, static: torch.Tensor) -> dict:
+    """Compact CPU batch -> model inputs on ``device``; ``static`` is the raster already there."""
+    nb = device.type == "cuda"
+    hw = batch["hw"]
+    H, W = int(hw[:, 0].max()), int(hw[:, 1].max())
+    fire = unpack_bits(batch["fire"].to(device, non_blocking=nb), W)
+    target = unpack_bits(batch["target"].to(device, non_blocking=nb), W)
+    crops = []
+    for (y0, y1, x0, x1) in batch["window"].tolist():
+        crop = static[:, y0:y1, x0:x1]
+        crops.append(F.pad(crop, (0, W - crop.shape[-1], 0, H - crop.shape[-2])))
+    hw_dev = hw.to(device, non_blocking=nb)
+    rows = torch.arange(H, device=device)[None, :, None] < hw_dev[:, 0, None, None]
+    cols = torch.arange(W, device=device)[None, None, :] < hw_dev[:, 1, None, None]
+    return {
+        "fire": fire, "target": target,
+        "wind": batch["wind"].to(device, non_blocking=nb),
+        "valid_t": batch["valid_t"].to(device, non_blocking=nb),
+        "static": torch.stack(crops).float(),
+        "mask": (rows & cols).unsqueeze(1),
+        "seq_id": batch["seq_id"], "t": batch["t"],
+    }
