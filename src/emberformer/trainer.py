@@ -105,7 +105,6 @@ class Trainer:
         if self.main:  # other ranks log nothing and write no files
             self.logger.start(self.run_dir, run_info["name"], run_info.get("group"), run_info["tags"],
                               run_info["config"], resume_id=resume.get("wandb_id") if resume else None)
-        if self.main:
             self._print_banner(epochs, run_info)
             if not self.trainable:
                 print("Model has no trainable parameters: one evaluation pass, no optimizer steps.")
@@ -354,6 +353,7 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.early.load_state_dict(ckpt["early_stopping"])
+        self.early.stop_reason = None  # resuming a stopped run with more epochs: judge it afresh
         self.global_step = int(ckpt["global_step"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if ckpt["rng"].get("cuda") is not None and torch.cuda.is_available():

@@ -71,27 +71,24 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
     index, skipped = [], []
     for s in tqdm(seqs, desc="Decoding frames", disable=not progress, unit="seq"):
         try:
-            fire = np.stack([decode_mask(p) for p in s.fire_frames])
-            iso = np.stack([decode_mask(p) for p in s.iso_frames])
+            frames = [decode_mask(p) for p in (*s.fire_frames, *s.iso_frames)]
+            sizes = sorted({f.shape for f in frames})
+            if len(sizes) > 1:
+                raise layout.DataError(f"sequence {s.seq_id}: frames of different sizes {sizes} "
+                                       f"in {s.fire_frames[0].parent} and {s.iso_frames[0].parent}")
+            fire, iso = np.stack(frames[:len(s.fire_frames)]), np.stack(frames[len(s.fire_frames):])
             shape = fire.shape[1:]
-            if iso.shape[1:] != shape:
-                raise layout.DataError(f"sequence {s.seq_id}: isochrone frames are "
-                                       f"{iso.shape[1]}x{iso.shape[2]}, fire frames {shape[0]}x{shape[1]}")
             layout.crop_static(raster, s.window, s.seq_id, shape)  # checks the window
-            try:
-                weather = layout.read_weather(s.weather_file)
-            except layout.DataError as e:
-                raise layout.DataError(f"sequence {s.seq_id}: {e}") from None
+            weather = layout.read_weather(s.weather_file)
             if len(weather) < len(fire):
                 raise layout.DataError(f"sequence {s.seq_id}: weather file {s.weather_file} has "
                                        f"{len(weather)} rows, need one per frame ({len(fire)})")
         except (layout.DataError, FrameError) as e:
+            msg = str(e) if str(e).startswith("sequence ") else f"sequence {s.seq_id}: {e}"
             if on_bad_sequence != "skip":
                 shutil.rmtree(tmp, ignore_errors=True)
-                if isinstance(e, FrameError):
-                    raise layout.DataError(f"sequence {s.seq_id}: {e}") from None
-                raise
-            print(f"WARNING: skipping sequence {s.seq_id}: {e}")
+                raise layout.DataError(msg) from None
+            print(f"WARNING: skipping {msg}")
             skipped.append(s.seq_id)
             continue
         wind = ((weather[: len(fire)] - lo) / span).astype(np.float32)

@@ -115,7 +115,7 @@ def list_sequences(root: str | Path, on_bad_sequence: str = "error") -> list[Seq
         except DataError as e:
             if on_bad_sequence != "skip":
                 raise
-            print(f"WARNING: skipping sequence {sid}: {e}")
+            print(f"WARNING: skipping {e}")  # the message starts with "sequence N:"
     if not seqs:
         raise DataError(f"no usable sequence_NNN folders in {root / 'fire_frames'}; {EXPECTED_LAYOUT}")
     return seqs
