@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from emberformer import runtime
 from emberformer.data import layout
+from emberformer.data.cache import wind_range
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import decode_mask
 from emberformer.sampler import EpochSampler
@@ -386,14 +387,7 @@ class PngSamples(Dataset):
         self.seqs = {i: seqs[i] for i in seq_ids}
         self.max_history = max_history
         self.raster = layout.read_landscape(root)
-        tables = []
-        for p in sorted((root / "landscape" / "Weathers").glob("*.csv")):
-            try:
-                tables.append(layout.read_weather(p))
-            except layout.DataError:
-                continue
-        allw = np.concatenate([t for t in tables if len(t)])
-        self.lo, hi = allw.min(0), allw.max(0)
+        self.lo, hi = wind_range(root)
         self.span = np.where(hi > self.lo, hi - self.lo, 1.0)
         self.samples = [(sid, t) for sid in seq_ids for t in range(len(self.seqs[sid].fire_frames) - 1)]
 

@@ -36,7 +36,7 @@ def _fingerprint(root: Path, seqs: list[layout.SequenceInfo]) -> str:
     return h.hexdigest()[:16]
 
 
-def _wind_range(root: Path) -> tuple[np.ndarray, np.ndarray]:
+def wind_range(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """Global min and max of (WS, WD) over all readable weather files.
 
     A broken file is left out here; the sequence that uses it reports it (or is skipped).
@@ -66,7 +66,7 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     raster = layout.read_landscape(root)
-    lo, hi = _wind_range(root)
+    lo, hi = wind_range(root)
     span = np.where(hi > lo, hi - lo, 1.0)
     index, skipped = [], []
     for s in tqdm(seqs, desc="Decoding frames", disable=not progress, unit="seq"):
