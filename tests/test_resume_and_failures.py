@@ -158,6 +158,9 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_best(tmp_path, cach
     ("hardware.device=tpu9", "Error: hardware.device='tpu9' is not a device; use auto, cpu, cuda or cuda:N"),
     ("data=deep_crown data.root=/nonexistent/data", "Error: data.root /nonexistent/data does not exist; expected ROOT/"),
     ("model.nhead=7", "Error: model.d_model (96) must be divisible by model.nhead (7)"),
+    ("model.pixel_skip=maybe", "Error: model.pixel_skip must be true or false, got 'maybe'"),
+    ("optim.lr_spatial=0", "Error: optim.lr_spatial must be > 0, got 0"),
+    ("data.on_bad_sequence=ignore", "Error: data.on_bad_sequence must be 'error' or 'skip', got 'ignore'"),
     ("model.pretrained=true model.pretrained_path=/nonexistent",
      "Error: model.pretrained_path=/nonexistent is not a folder; on a machine with internet run:"),
 ])

@@ -24,9 +24,11 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
-        if self.world_size > 1:  # pad so every rank gets the same number of samples
+        if self.world_size > 1 and self.shuffle:  # training: equal step counts for gradient sync
             per = -(-self.n // self.world_size)
             order = (order * 2)[: per * self.world_size][self.rank::self.world_size]
+        elif self.world_size > 1:  # evaluation: every sample exactly once over all ranks
+            order = order[self.rank::self.world_size]
         return order
 
     def __iter__(self) -> Iterator[int]:

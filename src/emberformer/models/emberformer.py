@@ -105,6 +105,9 @@ class EmberFormer(nn.Module):
         super().__init__()
         if patch_size < 2 or patch_size & (patch_size - 1):
             raise ValueError(f"model.patch_size must be a power of two >= 2, got {patch_size}")
+        for key, flag in (("model.pretrained", pretrained), ("model.pixel_skip", pixel_skip)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{key} must be true or false, got {flag!r}")
         if d_model % nhead:
             raise ValueError(f"model.d_model ({d_model}) must be divisible by model.nhead ({nhead})")
         self.patch_size = patch_size
