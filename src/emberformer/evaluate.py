@@ -24,7 +24,7 @@ from emberformer import checkpoint, runtime
 from emberformer.data.datamodule import SPLITS
 from emberformer.hardware import Hardware
 from emberformer.metrics import PixelMetrics
-from emberformer.previews import panel
+from emberformer.previews import sample_panel
 from emberformer.data.dataset import to_device
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
@@ -224,11 +224,7 @@ def write_examples(out: Path, examples: list[tuple[dict, np.ndarray]], threshold
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for n, (s, prob) in enumerate(examples):
-        h, w = (int(v) for v in s["pixel_mask"][0].nonzero().max(0).values + 1)
-        t, sid = int(s["t"]), int(s["seq_id"])
-        caption = f"sequence {sid}, input frames 0..{t} -> target frame {t + 1}"
-        img = panel(s["fire"][-1, :h, :w].numpy(), s["target"][0, :h, :w].numpy(), prob[:h, :w],
-                    threshold, caption)
+        img, _ = sample_panel(s, prob, threshold)
         paths.append(out / f"example_{n}.png")
         img.save(paths[-1])
     return paths

@@ -37,6 +37,18 @@ def panel(last: np.ndarray, target: np.ndarray, prob: np.ndarray, threshold: flo
     return img
 
 
+def sample_panel(sample: dict, prob, threshold: float) -> tuple[Image.Image, str]:
+    """Panel and caption of one sample (fire [T,H,W], target / pixel_mask [1,H,W], prob [H,W]),
+    cropped to the sample's own frame."""
+    h, w = (int(v) for v in sample["pixel_mask"][0].nonzero().max(0).values + 1)
+    sid, t = int(sample["seq_id"]), int(sample["t"])
+    caption = f"sequence {sid}, input frames 0..{t} -> target frame {t + 1}"
+    prob = prob.float().cpu().numpy() if hasattr(prob, "cpu") else np.asarray(prob)
+    img = panel(sample["fire"][-1, :h, :w].numpy(), sample["target"][0, :h, :w].numpy(),
+                prob[:h, :w], threshold, caption)
+    return img, caption
+
+
 def write_previews(run_dir: Path, epoch: int, batch: dict, prob, threshold: float,
                    n: int) -> tuple[list[Path], list[str]]:
     """Save the first n samples of a validation batch as previews/epoch_XXX_N.png."""
@@ -44,11 +56,7 @@ def write_previews(run_dir: Path, epoch: int, batch: dict, prob, threshold: floa
     out.mkdir(parents=True, exist_ok=True)
     paths, captions = [], []
     for i in range(min(n, prob.shape[0])):
-        h, w = (int(v) for v in batch["pixel_mask"][i, 0].nonzero().max(0).values + 1)
-        sid, t = int(batch["seq_id"][i]), int(batch["t"][i])
-        caption = f"sequence {sid}, input frames 0..{t} -> target frame {t + 1}"
-        img = panel(batch["fire"][i, -1, :h, :w].numpy(), batch["target"][i, 0, :h, :w].numpy(),
-                    prob[i, 0, :h, :w].float().cpu().numpy(), threshold, caption)
+        img, caption = sample_panel({k: v[i] for k, v in batch.items()}, prob[i, 0], threshold)
         path = out / f"epoch_{epoch:03d}_{i}.png"
         img.save(path)
         paths.append(path)
