@@ -260,7 +260,8 @@ class Trainer:
         loader.sampler.set_epoch(0)  # type: ignore[union-attr]
         metrics = PixelMetrics(self.thresh, self.device)
         copy_m = PixelMetrics(self.thresh, self.device) if with_copy_last else None
-        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss*n, n
+        seen = 0  # known on the host: no device traffic for it
         first = None
         bar = self._bar(loader, desc) if desc else loader
         for i, batch in enumerate(bar):
@@ -276,14 +277,16 @@ class Trainer:
             if copy_m is not None:
                 copy_m.update(last.float(), b["target"], b["mask"], last)
             n = b["fire"].shape[0]
-            sums += torch.stack([parts["loss"].double() * n, torch.tensor(n, device=self.device, dtype=torch.float64)])
+            sums[0] += parts["loss"].double() * n
+            seen += n
             if first is None:
                 k = self.logger.preview_samples
                 first = ({"fire": b["fire"][:k].cpu(), "target": b["target"][:k].cpu(),
                           "pixel_mask": b["mask"][:k].cpu(), "seq_id": b["seq_id"][:k], "t": b["t"][:k]},
                          prob[:k].cpu())
             if desc and i % FLUSH_EVERY == 0:
-                bar.set_postfix(loss=f"{float(sums[0] / sums[1]):.4f}")
+                bar.set_postfix(loss=f"{float(sums[0]) / seen:.4f}")
+        sums[1] += seen
         if desc:
             bar.set_postfix(loss=f"{float(sums[0] / sums[1].clamp(min=1)):.4f}")
             bar.close()
