@@ -101,6 +101,9 @@ def test_evaluate_val_split_and_bad_split(trained, env, tmp_path):
     err = one_line_error(run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "split=bogus"], env,
                                  tmp_path / "bogus"))
     assert "split" in err and "bogus" in err and "test" in err
+    err = one_line_error(run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "examples=-2"], env,
+                                 tmp_path / "neg"))
+    assert err == "Error: examples must be an integer >= 0, got -2"
 
 
 def test_evaluate_copy_last_without_checkpoint(env, tmp_path):

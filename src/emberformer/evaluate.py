@@ -247,6 +247,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Score the model and copy-last on ``cfg.split``; write the files; return metrics.json."""
     if cfg.split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
+    if not isinstance(cfg.examples, int) or cfg.examples < 0:
+        raise ValueError(f"examples must be an integer >= 0, got {cfg.examples!r}")
     run_dir = runtime.run_dir()
     cfg, ckpt = run_config(cfg)
     hardware = instantiate(cfg.hardware)
