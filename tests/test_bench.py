@@ -146,8 +146,11 @@ def test_data_loader_bench_prints_speedup_last(tmp_path, env):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.rstrip().splitlines()
     assert re.fullmatch(r"speedup: \d+\.\dx", lines[-1]), lines[-1]
-    assert float(lines[-1].split()[1][:-1]) > 1
-    assert re.search(r"^\| cached \(FireSamples, memory maps\) \| 1 \| [\d.]+ \|", proc.stdout, re.M)
+    # the printed ratio is the table's (cached / PNG samples/s, 1 worker); its size is timing,
+    # which is the benchmark's to report, not a test's to assert
+    cached = float(re.search(r"^\| cached \(FireSamples, memory maps\) \| 1 \| ([\d.]+) \|", proc.stdout, re.M)[1])
+    png = float(re.search(r"^\| PNG decode per sample \| 1 \| ([\d.]+) \|", proc.stdout, re.M)[1])
+    assert float(lines[-1].split()[1][:-1]) == pytest.approx(cached / png, abs=0.06)
     assert re.search(r"^\| PNG decode per sample \| 2 \| [\d.]+ \|", proc.stdout, re.M)  # 2 workers: CPU default
     assert "speedup with 2 workers: " in proc.stdout
     md = next((tmp_path / "outputs" / "bench").glob("*/*/bench_data_loader.md")).read_text()
