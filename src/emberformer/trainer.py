@@ -5,6 +5,7 @@ Per-step values stay on the device and are flushed to the logger every ``FLUSH_E
 """
 from __future__ import annotations
 
+import gc
 import math
 import signal
 import time
@@ -131,7 +132,7 @@ class Trainer:
                     break
         except BaseException:
             self.logger.finish(exit_code=1)  # a failed job must not leave its W&B run open
-            distributed.cleanup()
+            self._teardown(wait=False)
             raise
         finally:
             self._restore_signal_handlers(old_handlers)
@@ -139,7 +140,14 @@ class Trainer:
             return self._finish(time.time() - t0)
         finally:
             self.logger.finish(exit_code=0)
-            distributed.cleanup()
+            self._teardown()
+
+    def _teardown(self, wait: bool = True) -> None:
+        """Release the DDP wrapper before its process group: a DDP reducer destroyed after the
+        group (and after the other rank left) can hang forever in gloo's destructor."""
+        self.net = self.model
+        gc.collect()
+        distributed.cleanup(wait)
 
     def _print_banner(self, epochs: int, run_info: dict[str, Any]) -> None:
         lrs = {g.get("name"): g["lr"] for g in self.optimizer.param_groups} if self.optimizer else {}
