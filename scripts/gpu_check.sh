@@ -5,7 +5,7 @@
 #   scripts/gpu_check.sh [RESULTS_DIR] [HW] [OVERRIDE ...]
 #
 #   RESULTS_DIR  where the results go (default ./gpu_check_results)
-#   HW           hardware preset (or env HW): rtx3090 (default: the seed guide's run, fp16), a6000,
+#   HW           hardware preset (or env HW): rtx3090 (default: the reference guide's run, fp16), a6000,
 #                h100, auto; or cpu: the same steps with tiny data and a tiny model, so the
 #                script can be tried on a machine without a GPU (well under a minute)
 #   OVERRIDE     Hydra overrides added to both runs, except bench.* ones, which go to the bench
@@ -59,7 +59,7 @@ else
   COMMON=(experiment=seed_rtx3090 "hardware=$HW" data=synthetic data.size=400
           data.num_sequences=24 data.max_frames=12)
   case "$HW" in
-    rtx3090) SIZES="[8,12,16,20,24]" ;;   # the seed guide's "Batch Size Impact" rows
+    rtx3090) SIZES="[8,12,16,20,24]" ;;   # the reference guide's "Batch Size Impact" rows
     a6000)   SIZES="[8,16,24,32,48]" ;;
     h100)    SIZES="[8,16,32,48,64]" ;;
     *)       SIZES="[4,8,16,24,32]" ;;
