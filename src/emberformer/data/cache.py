@@ -5,29 +5,135 @@ by the source files' paths, sizes and modification times, so a changed data set 
 The static raster is stored once, normalised (float16): the trainer keeps it on the device and
 crops each sample's window there, so terrain never travels through the loader. Wind is stored
 normalised (float32).
+
+This module is the one owner of a cache's ``index.json``: :func:`read_index` is the only reader.
+The index records every array file's size and a checksum of its own contents, so a damaged cache
+(a truncated or missing ``.npy``, an emptied or edited ``index.json``) is found by one ``stat`` per
+file when it is opened; :func:`build_cache` then rebuilds it with a one-line notice. A cache is
+built in a temporary sibling folder (``.tmp<pid>``) that any failure removes; a full disk stops
+with one line naming the folder and the space needed.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from emberformer.data import layout
 from emberformer.data.frames import FrameError, decode_mask
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: index.json records file sizes and its own checksum
+INDEX = "index.json"
+
+
+class CacheError(layout.DataError):
+    """A decoded cache that is damaged: unreadable index, missing or truncated files."""
+
+
+@dataclass(frozen=True)
+class CachedSequence:
+    """One decoded sequence: ``frames`` frames of ``height`` x ``width``, cropped at ``window``."""
+
+    id: int
+    frames: int
+    height: int
+    width: int
+    window: tuple[int, int, int, int]  # y0, y1, x0, x1
+
+
+@dataclass(frozen=True)
+class CacheIndex:
+    """What ``index.json`` of a decoded cache says, checked against the files (see read_index)."""
+
+    path: Path                               # the cache folder
+    root: Path                               # the data root it was decoded from
+    static_channels: int
+    sequences: dict[int, CachedSequence]     # by id, ascending
+    skipped: tuple[int, ...]                 # ids left out by on_bad_sequence=skip
+    wind_min: tuple[float, float]            # (WS, WD) global minimum before normalisation
+    wind_max: tuple[float, float]
+    files: dict[str, int]                    # file name -> size in bytes at build time
+
+
+def _checksum(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _parse_index(cache_dir: Path, text: str) -> CacheIndex:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise CacheError(f"{INDEX} is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or "checksum" not in data:
+        raise CacheError(f"{INDEX} has no checksum (written by another version, or edited)")
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    if data["checksum"] != _checksum(body):
+        raise CacheError(f"{INDEX} does not match its checksum (edited or damaged)")
+    if body.get("version") != CACHE_VERSION:
+        raise CacheError(f"{INDEX} is version {body.get('version')}, not {CACHE_VERSION}")
+    try:
+        seqs = {int(s["id"]): CachedSequence(int(s["id"]), int(s["frames"]), int(s["height"]),
+                                             int(s["width"]), tuple(int(v) for v in s["window"]))
+                for s in body["sequences"]}
+        return CacheIndex(
+            path=cache_dir, root=Path(body["root"]), static_channels=int(body["static_channels"]),
+            sequences=dict(sorted(seqs.items())), skipped=tuple(int(i) for i in body["skipped"]),
+            wind_min=tuple(float(v) for v in body["wind_min"]),
+            wind_max=tuple(float(v) for v in body["wind_max"]),
+            files={str(k): int(v) for k, v in body["files"].items()})
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CacheError(f"{INDEX} lacks or garbles a field ({type(e).__name__}: {e})") from None
+
+
+def read_index(cache_dir: str | Path) -> CacheIndex:
+    """The index of the decoded cache in ``cache_dir``, checked against the files.
+
+    Cheap: one read of index.json and one ``stat`` per file. Raises CacheError (a DataError, so
+    one line) naming the folder and the damage: index.json missing, not JSON, not matching its
+    checksum, or a listed file missing or of another size than when it was written.
+    """
+    cache_dir = Path(cache_dir)
+    try:
+        text = (cache_dir / INDEX).read_text()
+    except FileNotFoundError:
+        raise CacheError(f"decoded cache {cache_dir} is damaged: {INDEX} is missing") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CacheError(f"decoded cache {cache_dir} is damaged: cannot read {INDEX} ({e})") from None
+    try:
+        index = _parse_index(cache_dir, text)
+    except CacheError as e:
+        raise CacheError(f"decoded cache {cache_dir} is damaged: {e}") from None
+    for name, size in index.files.items():
+        try:
+            actual = (cache_dir / name).stat().st_size
+        except OSError:
+            raise CacheError(f"decoded cache {cache_dir} is damaged: {name} is missing") from None
+        if actual != size:
+            raise CacheError(f"decoded cache {cache_dir} is damaged: {name} is {actual} bytes, "
+                             f"{size} when it was written")
+    return index
+
+
+def _write_index(folder: Path, body: dict) -> None:
+    body = {"version": CACHE_VERSION, **body,
+            "files": {p.name: p.stat().st_size for p in sorted(folder.glob("*.npy"))}}
+    (folder / INDEX).write_text(json.dumps({**body, "checksum": _checksum(body)}, indent=1))
 
 
 def _fingerprint(root: Path, seqs: list[layout.SequenceInfo]) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}|{root.resolve()}".encode())
     land = root / "landscape"
     files = [land / "Input_Geotiff.tif", land / "indices.json", land / "WeatherHistory.csv",
-             *sorted((land / "Weathers").glob("*.csv"))]
+             *layout.weather_files(root)]
     for s in seqs:
         files += [*s.fire_frames, *s.iso_frames]
     for f in files:
@@ -39,10 +145,11 @@ def _fingerprint(root: Path, seqs: list[layout.SequenceInfo]) -> str:
 def wind_range(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """Global min and max of (WS, WD) over all readable weather files.
 
-    A broken file is left out here; the sequence that uses it reports it (or is skipped).
+    A broken file (non-numeric or non-finite values included) is left out here; the sequence that
+    uses it reports it (or is skipped).
     """
     tables = []
-    for p in sorted((root / "landscape" / "Weathers").glob("*.csv")):
+    for p in layout.weather_files(root):
         try:
             tables.append(layout.read_weather(p))
         except layout.DataError:
@@ -54,18 +161,100 @@ def wind_range(root: Path) -> tuple[np.ndarray, np.ndarray]:
     return allw.min(0), allw.max(0)
 
 
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _bytes_needed(seqs: list[layout.SequenceInfo], raster_shape: tuple[int, ...] | None) -> int:
+    """About how many bytes the cache of these sequences takes (frame sizes from the PNG headers)."""
+    total = 4096
+    if raster_shape is not None:
+        total += 2 * int(np.prod(raster_shape)) + 128
+    for s in seqs:
+        try:
+            with Image.open(s.fire_frames[0]) as im:
+                w, h = im.size
+        except (OSError, ValueError, SyntaxError):
+            continue
+        n = len(s.fire_frames)
+        total += 2 * (n * h * ((w + 7) // 8) + 128) + (n * 8 + 128) + 200
+    return total
+
+
+def _no_space(tmp: Path, seqs: list[layout.SequenceInfo], raster_shape) -> layout.DataError:
+    folder = tmp.parent
+    try:
+        free = _mb(shutil.disk_usage(folder).free) + " free"
+    except OSError:
+        free = "free space unknown"
+    return layout.DataError(
+        f"no space left on the device of {folder} for the decoded cache: it needs about "
+        f"{_mb(_bytes_needed(seqs, raster_shape))} ({free}); free some space or set data.cache_dir "
+        "to a folder on another disk")
+
+
+def _discard(folder: Path) -> None:
+    """Remove a folder atomically for readers: rename it aside first, then delete it."""
+    aside = folder.with_name(f".{folder.name}.old{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.replace(folder, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = "error",
                 progress: bool = True) -> Path:
-    """Decode every sequence of root once; return the cache folder (reused when up to date)."""
+    """Decode every sequence of root once; return the cache folder (reused when up to date).
+
+    A cache folder that exists but is damaged (see :func:`read_index`) is rebuilt with a notice.
+    """
     root = Path(root).expanduser()
     seqs = layout.list_sequences(root, on_bad_sequence)
     out = Path(cache_dir).expanduser() / f"decoded-{_fingerprint(root, seqs)}"
-    if (out / "index.json").is_file():
-        return out
+    if out.exists():
+        try:
+            read_index(out)
+            return out
+        except CacheError as e:
+            print(f"Note: {e}; rebuilding it", flush=True)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    raster = layout.read_landscape(root)
+    raster = None
+    try:
+        tmp.mkdir(parents=True)
+        raster = layout.read_landscape(root)
+        _decode_into(tmp, root, seqs, raster, on_bad_sequence, progress)
+        _publish(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _no_space(tmp, seqs, None if raster is None else raster.shape) from None
+        raise layout.DataError(f"cannot build the decoded cache in {tmp.parent}: {e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Move the finished cache into place, unless another process finished the same one first."""
+    if out.exists():
+        try:
+            read_index(out)
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
+            return
+        except CacheError:
+            _discard(out)  # the damaged cache this call rebuilt
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        read_index(out)  # another process finished first; anything else is an error
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _decode_into(tmp: Path, root: Path, seqs: list[layout.SequenceInfo], raster: np.ndarray,
+                 on_bad_sequence: str, progress: bool) -> None:
     lo, hi = wind_range(root)
     span = np.where(hi > lo, hi - lo, 1.0)
     index, skipped = [], []
@@ -86,7 +275,6 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
         except (layout.DataError, FrameError) as e:
             msg = str(e) if str(e).startswith("sequence ") else f"sequence {s.seq_id}: {e}"
             if on_bad_sequence != "skip":
-                shutil.rmtree(tmp, ignore_errors=True)
                 raise layout.DataError(msg) from None
             print(f"WARNING: skipping {msg}")
             skipped.append(s.seq_id)
@@ -98,14 +286,7 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
         index.append({"id": s.seq_id, "frames": len(fire), "height": shape[0], "width": shape[1],
                       "window": list(s.window)})
     if not index:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise layout.DataError(f"every sequence of {root} was skipped as bad")
     np.save(tmp / "static.npy", raster.astype(np.float16))
-    (tmp / "index.json").write_text(json.dumps(
-        {"root": str(root), "static_channels": int(raster.shape[0]), "sequences": index,
-         "skipped": skipped, "wind_min": lo.tolist(), "wind_max": hi.tolist()}, indent=1))
-    try:
-        os.replace(tmp, out)
-    except OSError:  # another process finished the same cache first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    _write_index(tmp, {"root": str(root), "static_channels": int(raster.shape[0]), "sequences": index,
+                       "skipped": skipped, "wind_min": lo.tolist(), "wind_max": hi.tolist()})

@@ -1,14 +1,13 @@
 """Data sets, splits by sequence and loaders, for real data (a root) or the built-in fires."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader
 
 from emberformer.data import layout
-from emberformer.data.cache import build_cache
+from emberformer.data.cache import build_cache, read_index
 from emberformer.data.dataset import FireSamples, collate
 from emberformer.sampler import EpochSampler
 
@@ -68,11 +67,11 @@ class FireDataModule:
 
     def setup(self) -> None:
         cache = build_cache(self.prepare_root(), self.cache_dir, self.on_bad_sequence, self.progress)
-        meta = json.loads((cache / "index.json").read_text())
-        ids = [s["id"] for s in meta["sequences"]]
+        index = read_index(cache)
+        ids = list(index.sequences)
         self.split = split_sequences(ids, self.fractions, self.split_seed)
         self.datasets = {k: FireSamples(cache, v, self.max_history) for k, v in self.split.items()}
-        self.static_channels = int(meta["static_channels"])
+        self.static_channels = index.static_channels
         if len(self.datasets["train"]) == 0 or len(self.datasets["val"]) == 0:
             raise layout.DataError(
                 f"{len(ids)} usable sequence(s) give {len(self.datasets['train'])} training and "

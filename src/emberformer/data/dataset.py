@@ -8,7 +8,6 @@ each sample's window from the raster that lives on the device.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from emberformer.data.cache import read_index
+
 
 class FireSamples(Dataset):
     """Samples of the given sequence ids from a cache folder made by ``build_cache``."""
 
     def __init__(self, cache: str | Path, seq_ids: list[int], max_history: int | None = None):
         self.cache = Path(cache)
-        meta = json.loads((self.cache / "index.json").read_text())
-        self.meta = {s["id"]: s for s in meta["sequences"]}
-        self.static_channels = int(meta["static_channels"])
+        self.index = read_index(self.cache)
+        self.meta = self.index.sequences
+        self.static_channels = self.index.static_channels
         self.seq_ids = [i for i in seq_ids if i in self.meta]
         self.max_history = max_history
-        self.samples = [(sid, t) for sid in self.seq_ids for t in range(self.meta[sid]["frames"] - 1)]
+        self.samples = [(sid, t) for sid in self.seq_ids for t in range(self.meta[sid].frames - 1)]
         self._maps: dict[tuple[int, str], np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -51,8 +52,8 @@ class FireSamples(Dataset):
             "fire": torch.from_numpy(np.array(self._map(sid, "fire")[start:t + 1])),   # [T,H,W/8] packed
             "wind": torch.from_numpy(np.array(self._map(sid, "wind")[start:t + 1])),   # [T,2]
             "target": torch.from_numpy(np.array(self._map(sid, "iso")[t + 1:t + 2])),  # [1,H,W/8] packed
-            "hw": (m["height"], m["width"]),
-            "window": m["window"],
+            "hw": (m.height, m.width),
+            "window": list(m.window),
             "seq_id": sid,
             "t": t,
         }
