@@ -27,6 +27,7 @@ settings and generating one never disturbs the caller's torch RNG.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import math
@@ -45,6 +46,7 @@ from pytorchfire import WildfireModel
 from tqdm import tqdm
 
 from emberformer.data.frames import write_mask
+from emberformer.data.layout import DataError
 
 GENERATOR_VERSION = 1  # bump when output changes
 
@@ -144,36 +146,94 @@ def ensure_synthetic(
     The folder is ``cache_dir/synthetic-<hash>`` with the hash over (GENERATOR_VERSION, settings), so
     changed settings or generator code never reuse stale data. Generation goes to a temporary sibling
     renamed into place when complete (settings.json is its completion marker), so an interrupted run
-    never leaves a half data set that a later call would take for finished.
+    never leaves a half data set that a later call would take for finished; any failure removes the
+    temporary folder, and a full disk stops with one line naming the folder and the space needed.
+    settings.json lists every file with its size; a data set whose files no longer match (a frame
+    deleted or truncated, no list) is generated again, with a one-line notice.
     """
     s = _validated(num_sequences, size, max_frames, steps_per_frame, seed)
     cache_dir = Path(cache_dir).expanduser()
     record = {"generator_version": GENERATOR_VERSION, **s}
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
     final = cache_dir / f"synthetic-{key}"
-    marker = final / "settings.json"
-    if marker.is_file():
-        return final
+    if final.exists():
+        problem = _damage(final)
+        if problem is None:
+            return final
+        print(f"Note: synthetic data set {final} is damaged ({problem}); generating it again", flush=True)
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # not tempfile.mkdtemp: that folder would be mode 0700 and end up as the data set itself
     tmp = cache_dir / f".synthetic-{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
     try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        # not tempfile.mkdtemp: that folder would be mode 0700 and end up as the data set itself
+        tmp.mkdir()
         generate(tmp, **s, progress=progress)
-        (tmp / "settings.json").write_text(json.dumps({**record, "key": key}, indent=1) + "\n")
-        if final.exists() and not marker.is_file():
-            shutil.rmtree(final)  # a foreign or broken folder under our name: never reuse it
+        files = {p.relative_to(tmp).as_posix(): p.stat().st_size
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        (tmp / "settings.json").write_text(json.dumps({**record, "key": key, "files": files}, indent=1) + "\n")
+        if final.exists():
+            if _damage(final) is None:  # another process finished the same data set first
+                shutil.rmtree(tmp)
+                return final
+            _discard(final)  # a damaged, foreign or broken folder under our name: never reuse it
         try:
             os.replace(tmp, final)
         except OSError:
-            if not marker.is_file():  # not another process finishing the same data set first
+            if _damage(final) is not None:  # not another process finishing the same data set first
                 raise
             shutil.rmtree(tmp)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(_no_space_message(cache_dir, s)) from None
+        if isinstance(e, OSError):
+            raise DataError(f"cannot write the synthetic data set in {cache_dir}: {e}") from None
         raise
     return final
+
+
+def _damage(root: Path) -> str | None:
+    """What is wrong with a finished data set folder (None: nothing), from settings.json's file list."""
+    try:
+        files = json.loads((root / "settings.json").read_text())["files"]
+        items = [(str(k), int(v)) for k, v in files.items()]
+    except FileNotFoundError:
+        return "settings.json is missing"
+    except KeyError:
+        return "settings.json has no file list (written by an older version)"
+    except (OSError, ValueError, TypeError, AttributeError):
+        return "settings.json is unreadable"
+    for rel, size in items:
+        try:
+            actual = (root / rel).stat().st_size
+        except OSError:
+            return f"{rel} is missing"
+        if actual != size:
+            return f"{rel} is {actual} bytes, {size} when it was written"
+    return None
+
+
+def _discard(folder: Path) -> None:
+    """Remove a folder atomically for readers: rename it aside first, then delete it."""
+    aside = folder.with_name(f".{folder.name}.old{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        os.replace(folder, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _no_space_message(cache_dir: Path, s: dict[str, int]) -> str:
+    """One line: where, and an upper bound of the space the data set takes (uncompressed sizes)."""
+    n = _raster_size(s["size"])
+    need = 6 * n * n * 4 + s["num_sequences"] * (2 * s["max_frames"] * (s["size"] ** 2 * 3 + 100) + 600)
+    try:
+        free = f"{shutil.disk_usage(cache_dir).free / 1e6:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"no space left on the device of {cache_dir} for the synthetic data set: it needs up to "
+            f"{need / 1e6:.1f} MB ({free}); free some space or set data.cache_dir to a folder on "
+            "another disk")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +406,8 @@ class _Sequence:
     window: tuple[int, int, int, int]  # y0, y1, x0, x1 (y1, x1 exclusive)
     weather: int  # 0-based index of the weather scenario
     frames: list[np.ndarray]  # cumulative fire masks, bool [size, size]
+    env: dict | None = None  # the simulator's environment (recorded runs only)
+    states: list[np.ndarray] | None = None  # simulator state [2, size, size] per frame (recorded runs)
 
 
 def _directional_slope(elev: np.ndarray) -> np.ndarray:
@@ -379,22 +441,48 @@ def _frame_count(rng: np.random.Generator, max_frames: int) -> int:
     return min(max_frames, lo + int((max_frames - lo + 1) * math.sqrt(rng.random())))
 
 
-def _simulate_sequence(ent: int, k: int, raster: np.ndarray, weathers: list[dict], s: dict) -> _Sequence:
-    """Simulate sequence k; redraw (deterministically) while the fire dies before it ever grows."""
+def _simulate_sequence(ent: int, k: int, raster: np.ndarray, weathers: list[dict], s: dict,
+                       record: bool = False) -> _Sequence:
+    """Simulate sequence k; redraw (deterministically) while the fire dies before it ever grows.
+
+    ``record``: also keep the simulator's environment and full state (burning, burned) at every
+    frame (see :func:`replay`); the frames are the same either way.
+    """
     for attempt in range(MAX_ATTEMPTS):
-        seq = _try_sequence(np.random.default_rng([ent, 2, k, attempt]), raster, weathers, s)
+        seq = _try_sequence(np.random.default_rng([ent, 2, k, attempt]), raster, weathers, s, record)
         if seq is not None and len(seq.frames) >= 2 and seq.frames[-1].sum() > seq.frames[0].sum():
             return seq
     if seq is None:  # pathological terrain: no burnable cell in any drawn window
         size = s["size"]
         empty = np.zeros((size, size), dtype=bool)
-        return _Sequence((0, size, 0, size), 0, [empty, empty])
+        states = [np.zeros((2, size, size), dtype=bool)] * 2 if record else None
+        return _Sequence((0, size, 0, size), 0, [empty, empty], None, states)
     while len(seq.frames) < 2:
         seq.frames.append(seq.frames[-1].copy())
+        if seq.states is not None:
+            seq.states.append(seq.states[-1].copy())
     return seq
 
 
-def _try_sequence(rng: np.random.Generator, raster: np.ndarray, weathers: list[dict], s: dict) -> _Sequence | None:
+def _environment(crop: np.ndarray, ignition: np.ndarray) -> dict:
+    """The simulator's environment for a cropped raster window and an ignition mask."""
+    size = crop.shape[-1]
+    burnable = crop[4] > 0.5
+    veg = np.select([crop[2] < 1.5, crop[2] < 2.5], [VEG_CLASS_P[1], VEG_CLASS_P[2]], VEG_CLASS_P[3])
+    p_veg = np.where(burnable, veg, -1.0)  # (1 + p_veg) = 0: nothing ignites there
+    p_den = DEN_P_RANGE[0] + (DEN_P_RANGE[1] - DEN_P_RANGE[0]) * crop[3]
+    return {
+        "p_veg": torch.from_numpy(p_veg.astype(np.float32)),
+        "p_den": torch.from_numpy(p_den.astype(np.float32)),
+        "wind_velocity": torch.zeros(size, size),
+        "wind_towards_direction": torch.zeros(size, size),
+        "slope": torch.from_numpy(_directional_slope(crop[0])),
+        "initial_ignition": torch.from_numpy(ignition),
+    }
+
+
+def _try_sequence(rng: np.random.Generator, raster: np.ndarray, weathers: list[dict], s: dict,
+                  record: bool = False) -> _Sequence | None:
     size, n = s["size"], raster.shape[1]
     y0, x0 = (int(v) for v in rng.integers(0, n - size + 1, size=2))
     crop = raster[:, y0 : y0 + size, x0 : x0 + size]
@@ -415,21 +503,13 @@ def _try_sequence(rng: np.random.Generator, raster: np.ndarray, weathers: list[d
     ignition = ignition.reshape(size, size)
     torch_seed = int(rng.integers(0, 2**62))
 
-    veg = np.select([crop[2] < 1.5, crop[2] < 2.5], [VEG_CLASS_P[1], VEG_CLASS_P[2]], VEG_CLASS_P[3])
-    p_veg = np.where(burnable, veg, -1.0)  # (1 + p_veg) = 0: nothing ignites there
-    p_den = DEN_P_RANGE[0] + (DEN_P_RANGE[1] - DEN_P_RANGE[0]) * crop[3]
-    env = {
-        "p_veg": torch.from_numpy(p_veg.astype(np.float32)),
-        "p_den": torch.from_numpy(p_den.astype(np.float32)),
-        "wind_velocity": torch.zeros(size, size),
-        "wind_towards_direction": torch.zeros(size, size),
-        "slope": torch.from_numpy(_directional_slope(crop[0])),
-        "initial_ignition": torch.from_numpy(ignition),
-    }
-    frames = _run_fire(env, weather, n_frames, s["steps_per_frame"], torch_seed)
+    env = _environment(crop, ignition)
+    states: list[np.ndarray] | None = [] if record else None
+    frames = _run_fire(env, weather, n_frames, s["steps_per_frame"], torch_seed, states)
     if frames is None:
         return None
-    return _Sequence((y0, y0 + size, x0, x0 + size), weather_idx, frames)
+    return _Sequence((y0, y0 + size, x0, x0 + size), weather_idx, frames,
+                     env if record else None, states)
 
 
 class _CachedWildfireModel(WildfireModel):
@@ -489,11 +569,13 @@ def _isolated_torch():
         torch.set_num_threads(threads)
 
 
-def _run_fire(env: dict, weather: dict, n_frames: int, steps_per_frame: int, torch_seed: int) -> list[np.ndarray] | None:
+def _run_fire(env: dict, weather: dict, n_frames: int, steps_per_frame: int, torch_seed: int,
+              states: list[np.ndarray] | None = None) -> list[np.ndarray] | None:
     """Cumulative masks for frames 0..n_frames-1, stopping early once nothing burns.
 
     None when the fire is out before frame 0. Must run inside :func:`_isolated_torch` (the model
-    seeds and draws from the global torch RNG).
+    seeds and draws from the global torch RNG). ``states``, when given, receives the full state
+    [2, H, W] (burning, burned) at every frame.
     """
     params = {name: torch.tensor(float(v)) for name, v in SIM_PARAMS.items()}
     model = _CachedWildfireModel(env_data=env, params=params)
@@ -509,11 +591,15 @@ def _run_fire(env: dict, weather: dict, n_frames: int, steps_per_frame: int, tor
     if not model.state[0].any():
         return None
     frames = [model.state.any(dim=0).numpy().copy()]
+    if states is not None:
+        states.append(model.state.numpy().copy())
     for t in range(n_frames - 1):
         set_weather(t)  # row t drives the steps from frame t to frame t + 1
         for _ in range(steps_per_frame):
             model.compute()
         frames.append(model.state.any(dim=0).numpy().copy())
+        if states is not None:
+            states.append(model.state.numpy().copy())
         if not model.state[0].any():
             break
     return frames
