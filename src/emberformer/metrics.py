@@ -83,3 +83,24 @@ class PixelMetrics:
         out.update({f"growth_{k}": v for k, v in ratios(*c[4:]).items()})
         out["ap"] = average_precision(self.pos_hist.cpu(), self.neg_hist.cpu())
         return out
+
+
+class Calibration:
+    """Expected calibration error in constant memory: per-bin count, sum of prob, sum of target."""
+
+    def __init__(self, device: torch.device | str = "cpu", bins: int = 15):
+        self.bins = bins
+        self.stats = torch.zeros(3, bins, dtype=torch.float64, device=torch.device(device))
+
+    @torch.no_grad()
+    def update(self, prob: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
+        p = prob[mask].double().clamp(0, 1)
+        idx = (p * self.bins).long().clamp(max=self.bins - 1)
+        self.stats[0] += torch.bincount(idx, minlength=self.bins).double()
+        self.stats[1] += torch.bincount(idx, weights=p, minlength=self.bins)
+        self.stats[2] += torch.bincount(idx, weights=(target[mask] > 0.5).double(), minlength=self.bins)
+
+    def compute(self) -> float:
+        """sum_b n_b/N * |mean prob_b - mean target_b| = sum_b |sum prob_b - sum target_b| / N."""
+        n, sp, st = self.stats.cpu()
+        return float((sp - st).abs().sum() / n.sum()) if n.sum() > 0 else 0.0
