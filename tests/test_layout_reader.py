@@ -23,7 +23,7 @@ from PIL import Image
 
 from emberformer.data import cache as cache_mod
 from emberformer.data import layout
-from emberformer.data.cache import build_cache
+from emberformer.data.cache import build_cache, read_index
 from emberformer.data.datamodule import split_sequences
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import decode_mask
@@ -258,11 +258,11 @@ def test_build_cache_and_samples(dataset, tmp_path):
     root, masks = dataset
     out = build_cache(root, tmp_path / "cache", progress=False)
     assert out.parent == tmp_path / "cache" and out.name.startswith("decoded-")
-    meta = json.loads((out / "index.json").read_text())
-    assert meta["static_channels"] == 3
-    assert {s["id"]: (s["frames"], s["height"], s["width"]) for s in meta["sequences"]} == {
+    meta = read_index(out)
+    assert meta.static_channels == 3
+    assert {i: (s.frames, s.height, s.width) for i, s in meta.sequences.items()} == {
         7: (3, 4, 5), 12: (4, 5, 6)}
-    assert meta["wind_min"] == [0.0, 0.0] and meta["wind_max"] == [40.0, 360.0]
+    assert meta.wind_min == (0.0, 0.0) and meta.wind_max == (40.0, 360.0)
 
     ds = FireSamples(out, [7, 12])
     assert len(ds) == (3 - 1) + (4 - 1)
@@ -457,9 +457,9 @@ def test_weather_without_wd_is_skipped_in_skip_mode(dataset, tmp_path):
     root, _ = dataset
     _drop_wd(root)
     out = build_cache(root, tmp_path / "cache", on_bad_sequence="skip", progress=False)
-    meta = json.loads((out / "index.json").read_text())
-    assert [s["id"] for s in meta["sequences"]] == [12]
-    assert meta["skipped"] == [7]
+    meta = read_index(out)
+    assert list(meta.sequences) == [12]
+    assert meta.skipped == (7,)
 
 
 def test_weather_too_few_rows(dataset, tmp_path):
@@ -474,9 +474,9 @@ def test_skip_mode_skips_bad_sequence(dataset, tmp_path, capsys):
     root, masks = dataset
     (root / "landscape" / "indices.json").write_text(json.dumps({"7": WINDOWS[7], "12": [7, 13, 8, 14]}))
     out = build_cache(root, tmp_path / "cache", on_bad_sequence="skip", progress=False)
-    meta = json.loads((out / "index.json").read_text())
-    assert [s["id"] for s in meta["sequences"]] == [7]
-    assert meta["skipped"] == [12]
+    meta = read_index(out)
+    assert list(meta.sequences) == [7]
+    assert meta.skipped == (12,)
     assert "WARNING: skipping sequence 12" in capsys.readouterr().out
     assert len(FireSamples(out, [7, 12])) == 2
 
