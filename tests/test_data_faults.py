@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -468,7 +469,8 @@ def test_weather_history_and_indices_with_bom_or_latin1_are_read(dataset):
     lines = land.joinpath("WeatherHistory.csv").read_text().splitlines()
     lines[0] = "Weathers/Été.csv"
     land.joinpath("WeatherHistory.csv").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
-    land.joinpath("indices.json").write_bytes(b"\xef\xbb\xbf" + json.dumps({str(k): v for k, v in WINDOWS.items()}).encode())
+    indices = json.dumps({str(k): v for k, v in WINDOWS.items()})
+    land.joinpath("indices.json").write_bytes(b"\xef\xbb\xbf" + indices.encode())
     assert [s.seq_id for s in layout.list_sequences(root)] == [7, 12]
 
 
@@ -534,3 +536,48 @@ def test_cli_data_fault_is_one_line_exit_2(tmp_path, run_env, fault, message):
     assert "Traceback" not in proc.stdout + proc.stderr
     assert tree_hashes(root) == before  # the user's files are untouched
     no_temp_left(tmp_path / "cache")
+
+
+# ---------------------------------------------------------------- item 5: folders left by a killed build
+
+
+def _dead_pid() -> int:
+    pid = 4_000_000
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            pass
+        pid -= 1
+
+
+def _old(folder: Path, age_s: float) -> Path:
+    folder.mkdir()
+    (folder / "x.npy").write_bytes(b"x" * 100)
+    t = time.time() - age_s
+    os.utime(folder, (t, t))
+    return folder
+
+
+def test_temp_folders_of_killed_builds_are_removed_once_stale(dataset, tmp_path, capsys):
+    root, _ = dataset
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = _dead_pid()
+    stale = _old(cache / f"decoded-0123abcd.tmp{dead}", 2 * 3600)
+    stale_aside = _old(cache / f".decoded-0123abcd.old{dead}-abcdef12", 2 * 3600)
+    recent = _old(cache / f"decoded-0123abcd.tmp{dead - 1}", 60)          # may still be another host's build
+    live = _old(cache / f"decoded-0123abcd.tmp{os.getppid()}", 2 * 3600)  # its process is running
+    out = build_cache(root, cache, progress=False)
+    notes = capsys.readouterr().out.strip().splitlines()
+    assert sorted(notes) == sorted(f"Note: removed {p}, left by an interrupted build" for p in (stale, stale_aside))
+    assert sorted(p.name for p in cache.iterdir()) == sorted([out.name, recent.name, live.name])
+
+    synth = tmp_path / "synth"
+    synth.mkdir()
+    left = _old(synth / f".synthetic-0123456789ab.{dead}-abcdef12.tmp", 2 * 3600)
+    made = synthetic.ensure_synthetic(synth, **TINY_SYNTH, progress=False)
+    assert capsys.readouterr().out.strip() == f"Note: removed {left}, left by an interrupted build"
+    assert [p.name for p in synth.iterdir()] == [made.name]

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +27,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from emberformer.data import layout
+from emberformer.data import layout, tempdirs
 from emberformer.data.frames import FrameError, decode_mask
 
 CACHE_VERSION = 3  # 3: index.json records file sizes and its own checksum
 INDEX = "index.json"
+# build folders (decoded-<key>.tmp<pid>) and damaged caches set aside for deletion
+TEMP_NAMES = r"decoded-[0-9a-f]+\.tmp(?P<pid>\d+)|\.decoded-[0-9a-f]+\.old(?P<pid2>\d+)-[0-9a-f]+"
 
 
 class CacheError(layout.DataError):
@@ -193,16 +194,6 @@ def _no_space(tmp: Path, seqs: list[layout.SequenceInfo], raster_shape) -> layou
         "to a folder on another disk")
 
 
-def _discard(folder: Path) -> None:
-    """Remove a folder atomically for readers: rename it aside first, then delete it."""
-    aside = folder.with_name(f".{folder.name}.old{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        os.replace(folder, aside)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = "error",
                 progress: bool = True) -> Path:
     """Decode every sequence of root once; return the cache folder (reused when up to date).
@@ -212,6 +203,7 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
     root = Path(root).expanduser()
     seqs = layout.list_sequences(root, on_bad_sequence)
     out = Path(cache_dir).expanduser() / f"decoded-{_fingerprint(root, seqs)}"
+    tempdirs.remove_stale(out.parent, TEMP_NAMES)
     if out.exists():
         try:
             read_index(out)
@@ -245,7 +237,7 @@ def _publish(tmp: Path, out: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
             return
         except CacheError:
-            _discard(out)  # the damaged cache this call rebuilt
+            tempdirs.discard(out)  # the damaged cache this call rebuilt
     try:
         os.replace(tmp, out)
     except OSError:

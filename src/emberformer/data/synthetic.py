@@ -45,6 +45,7 @@ import torch
 from pytorchfire import WildfireModel
 from tqdm import tqdm
 
+from emberformer.data import tempdirs
 from emberformer.data.frames import write_mask
 from emberformer.data.layout import DataError
 
@@ -156,6 +157,8 @@ def ensure_synthetic(
     record = {"generator_version": GENERATOR_VERSION, **s}
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
     final = cache_dir / f"synthetic-{key}"
+    tempdirs.remove_stale(cache_dir, r"\.synthetic-[0-9a-f]+\.(?P<pid>\d+)-[0-9a-f]+\.tmp"
+                                     r"|\.synthetic-[0-9a-f]+\.old(?P<pid2>\d+)-[0-9a-f]+")
     if final.exists():
         problem = _damage(final)
         if problem is None:
@@ -175,7 +178,7 @@ def ensure_synthetic(
             if _damage(final) is None:  # another process finished the same data set first
                 shutil.rmtree(tmp)
                 return final
-            _discard(final)  # a damaged, foreign or broken folder under our name: never reuse it
+            tempdirs.discard(final)  # a damaged, foreign or broken folder under our name: never reuse it
         try:
             os.replace(tmp, final)
         except OSError:
@@ -211,16 +214,6 @@ def _damage(root: Path) -> str | None:
         if actual != size:
             return f"{rel} is {actual} bytes, {size} when it was written"
     return None
-
-
-def _discard(folder: Path) -> None:
-    """Remove a folder atomically for readers: rename it aside first, then delete it."""
-    aside = folder.with_name(f".{folder.name}.old{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        os.replace(folder, aside)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _no_space_message(cache_dir: Path, s: dict[str, int]) -> str:
