@@ -40,7 +40,7 @@ def test_optuna_study_survives_a_failed_trial_and_resumes(tmp_path, run_env):
     assert statuses.index("failed") > statuses.index("ok")  # best first, failures last
     failed = next(r for r in rows if r["status"] == "failed")
     assert "hardware.batch_size=0" in failed["overrides"]
-    assert "Sweep summary (3 jobs, best val/f1 first)" in proc.stdout
+    assert "Sweep summary (3 trials, best val/f1 first)" in proc.stdout
     storage = f"sqlite:///{study_dir / 'optuna.db'}"
     states = [t.state for t in optuna.load_study(study_name="loss_weights", storage=storage).trials]
     assert states.count(optuna.trial.TrialState.FAIL) == statuses.count("failed")
@@ -64,3 +64,21 @@ def test_grid_multirun_through_joblib(tmp_path, run_env):
     assert sorted(r["overrides"].split()[0] for r in rows) == ["loss.dice_weight=0.3", "loss.dice_weight=0.7"]
     assert all(r["status"] == "ok" for r in rows)
     assert "Joblib" in proc.stdout + proc.stderr
+
+
+def test_grid_sweep_with_a_bad_job_runs_the_rest_and_writes_its_summary(tmp_path, run_env):
+    # issue 12 item 6: the bad job is one line, the good one runs, summary.csv lists both
+    proc = subprocess.run([sys.executable, "-m", "emberformer.train", "-m", "hardware.batch_size=4,0",
+                           "trainer.epochs=1", *TINY], cwd=tmp_path, env=run_env, capture_output=True,
+                          text=True, timeout=420)
+    assert proc.returncode == 1, proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and errors[0].startswith("Error: job 1 (hardware.batch_size=0 ")
+    assert errors[0].endswith("hardware.batch_size must be >= 1, got 0")
+    sweep_dir = next((tmp_path / "multirun").glob("*/*"))
+    rows = summary(sweep_dir)
+    assert [(r["state"], r["overrides"].split()[0]) for r in rows] == [
+        ("complete", "hardware.batch_size=4"), ("failed", "hardware.batch_size=0")]
+    assert "hardware.batch_size must be >= 1" in rows[1]["reason"]
+    assert (sweep_dir / "0" / "checkpoints" / "best.pt").is_file()

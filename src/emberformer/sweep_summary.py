@@ -1,58 +1,87 @@
-"""One table for a whole multirun (grid or Optuna): every job's objective, status and folder.
+"""One table for a whole multirun (grid or Optuna): every job's objective, state and folder.
 
 Each job writes ``result.json`` into its own folder (``write_result``); the Hydra callback
 ``SweepSummary`` reads them all when the multirun ends, wherever the jobs ran (joblib workers,
-SLURM nodes), and writes ``summary.csv`` into the sweep folder, best first.
+SLURM nodes), and writes ``summary.csv`` into the sweep folder, best first. For an Optuna study the
+study's storage is the authority on each trial's state (complete / pruned / failed), and the
+folder also gets ``summary.md`` and Optuna's plots (``emberformer.sweeps.insight``).
+
+Grid multiruns: a failed job does not end the sweep in a traceback. Its failure is one line
+(``Error: job N (overrides): message``), every other job still runs, the summary lists it with its
+reason, and the multirun exits with status 1.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
-FIELDS = ["rank", "status", "objective", "best_epoch", "overrides", "run_dir", "reason"]
+from emberformer.sweeps.insight import rank_rows, state_of_status, write_csv
+from emberformer.sweeps.pruning import TRIAL_ENV
+
+def _epochs_run(run_dir: Path) -> int | None:
+    """The last epoch logged in the job's metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    last = None
+    try:
+        for line in path.read_text().splitlines():
+            if '"epoch"' in line and '"val/' in line:  # an epoch-end record
+                ep = json.loads(line).get("epoch")
+                if isinstance(ep, int):
+                    last = max(ep, last or 0)
+    except (OSError, ValueError):
+        return None
+    return last
 
 
 def write_result(run_dir: Path, status: str, objective: float | None = None,
                  best_epoch: int | None = None, reason: str = "") -> None:
-    """Called by train at the end of every job, successful or not."""
+    """Called by train at the end of every job: ok, pruned, failed or stopped."""
     try:
-        overrides = " ".join(o for o in HydraConfig.get().overrides.task if not o.startswith("hydra"))
+        hc = HydraConfig.get()
+        overrides = " ".join(o for o in hc.overrides.task if not o.startswith("hydra"))
+        trial = (hc.job.get("env_set") or {}).get(TRIAL_ENV)
     except ValueError:
-        overrides = ""
+        overrides, trial = "", None
     rec = {"status": status, "objective": objective, "best_epoch": best_epoch,
-           "overrides": overrides, "run_dir": str(run_dir), "reason": reason}
+           "epochs": _epochs_run(run_dir), "overrides": overrides, "run_dir": str(run_dir), "reason": reason,
+           "trial": int(trial) if trial not in (None, "") else None}
     (Path(run_dir) / "result.json").write_text(json.dumps(rec, indent=1))
 
 
-def collect(sweep_dir: Path, mode: str = "max") -> list[dict[str, Any]]:
-    rows = [json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob("**/result.json"))]
-
-    def key(r: dict[str, Any]) -> tuple[int, float]:
-        v = r.get("objective")
-        ok = r["status"] == "ok" and v is not None and math.isfinite(v)
-        return (0 if ok else 1, (-v if mode == "max" else v) if ok else 0.0)
-
-    rows.sort(key=key)
-    for i, r in enumerate(rows, 1):
-        r["rank"] = i
+def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for p in sorted(Path(sweep_dir).glob("**/result.json")):
+        try:
+            rows.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            rows.append({"status": "failed", "run_dir": str(p.parent), "reason": "unreadable result.json"})
     return rows
 
 
+def collect(sweep_dir: Path, mode: str = "max") -> list[dict[str, Any]]:
+    rows = read_results(sweep_dir)
+    for r in rows:
+        r["state"] = state_of_status(r.get("status", ""))
+        if r.get("status") != "ok" and not (isinstance(r.get("objective"), (int, float))
+                                            and math.isfinite(r["objective"])):
+            r["objective"] = None
+    return rank_rows(rows, mode)
+
+
 def write_summary(sweep_dir: Path, mode: str = "max", metric: str = "objective") -> str:
-    """Write summary.csv and return the printed table."""
+    """Write summary.csv (grid multiruns) and return the printed table."""
     rows = collect(sweep_dir, mode)
-    with open(Path(sweep_dir) / "summary.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k) for k in FIELDS})
+    write_csv(Path(sweep_dir) / "summary.csv", rows)
     lines = [f"Sweep summary ({len(rows)} jobs, best {metric} first) -> {Path(sweep_dir) / 'summary.csv'}",
              f"{'#':>3}  {'status':<7} {metric:>10} {'epoch':>5}  overrides"]
     for r in rows:
@@ -64,6 +93,29 @@ def write_summary(sweep_dir: Path, mode: str = "max", metric: str = "objective")
     return "\n".join(lines)
 
 
+def is_optuna(config: DictConfig) -> bool:
+    return "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).lower()
+
+
+def is_grid(config: DictConfig) -> bool:
+    return "BasicSweeper" in str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+
+
+def write_optuna_summary(config: DictConfig, sweep_dir: Path, metric: str) -> str | None:
+    """The study's report, when the sweeper's storage can be opened; None otherwise."""
+    from emberformer.sweeps.insight import open_study, write_study_report
+    from emberformer.sweeps.optuna_sweeper import absolute_storage
+
+    storage = absolute_storage(OmegaConf.select(config, "hydra.sweeper.storage", default=None))
+    name = OmegaConf.select(config, "hydra.sweeper.study_name", default=None)
+    if not isinstance(storage, str) or name is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = open_study(storage, name)
+    return write_study_report(sweep_dir, study, read_results(sweep_dir), metric)
+
+
 class SweepSummary(Callback):
     """Hydra callback (conf/train.yaml: hydra.callbacks.sweep_summary)."""
 
@@ -71,10 +123,28 @@ class SweepSummary(Callback):
         # the Optuna sweeper opens its SQLite storage inside the sweep folder before any job runs
         Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A failed grid job: one line, and the sweep goes on (its result.json says why)."""
+        if job_return.status != JobStatus.FAILED or not is_grid(config) \
+                or OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN:
+            return
+        err = job_return._return_value
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        overrides = " ".join(o for o in (job_return.overrides or []) if not o.startswith("hydra"))
+        print(f"Error: job {config.hydra.job.num} ({overrides}): {msg}", file=sys.stderr, flush=True)
+        job_return.status = JobStatus.COMPLETED  # Hydra's basic sweeper would raise it and end the sweep
+        job_return.return_value = None
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
         mode = config.get("early_stopping", {}).get("mode", "max")
         metric = config.get("early_stopping", {}).get("monitor", "objective")
-        print(write_summary(sweep_dir, mode, metric), flush=True)
+        text = write_optuna_summary(config, sweep_dir, metric) if is_optuna(config) else None
+        print(text or write_summary(sweep_dir, mode, metric), flush=True)
+        if is_grid(config):
+            failed = [r for r in read_results(sweep_dir) if r.get("status") != "ok"]
+            if failed:
+                print(f"{len(failed)} job(s) failed; see the summary above", file=sys.stderr, flush=True)
+                sys.exit(1)
