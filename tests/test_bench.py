@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from emberformer.bench import MemoryMeter, format_table, largest_fitting, measure_batch_sizes
+from emberformer.bench.batch_table import MemoryMeter, format_table, largest_fitting, measure_batch_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["debug=fast", "data.progress=false"]

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from conftest import CONF
+from conftest import compose_config
 from emberformer.data.datamodule import FireDataModule, SyntheticFireDataModule
 from emberformer.early_stopping import EarlyStopping
 from emberformer.hardware import Hardware
@@ -16,9 +15,7 @@ from emberformer.tracking import RunLogger
 from emberformer.trainer import Trainer
 
 
-def cfg_of(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
+cfg_of = compose_config
 
 
 def test_defaults_are_the_seed():

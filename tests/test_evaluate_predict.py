@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +14,10 @@ from emberformer.data import layout
 from emberformer.data.frames import decode_mask
 from emberformer.data.synthetic import ensure_synthetic
 
+from conftest import one_line_error, run_module
+
 KEYS = {"f1", "iou", "precision", "recall", "accuracy", "ap", "growth_f1", "ece", "samples"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run_app(module: str, args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", f"emberformer.{module}", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=240)
 
 
 def only_dir(parent: Path) -> Path:
@@ -31,12 +25,6 @@ def only_dir(parent: Path) -> Path:
     assert len(dirs) == 1, dirs
     return dirs[0]
 
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), proc.stderr[-3000:]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +37,7 @@ def env(cache_dir) -> dict:
 def trained(tmp_path_factory, env) -> dict:
     """One tiny training run: its folder, best.pt, split and sample counts."""
     cwd = tmp_path_factory.mktemp("train")
-    proc = run_app("train", ["debug=fast", "logger=none", "trainer.progress=false"], env, cwd)
+    proc = run_module("train", ["debug=fast", "logger=none", "trainer.progress=false"], env, cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_dir(cwd / "outputs")
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -62,7 +50,7 @@ def trained(tmp_path_factory, env) -> dict:
 @pytest.fixture(scope="module")
 def test_eval(trained, env, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("eval_test")
-    proc = run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "data.progress=false"], env, cwd)
+    proc = run_module("evaluate", [f"ckpt_path={trained['ckpt']}", "data.progress=false"], env, cwd)
     return proc, only_dir(cwd / "outputs" / "evaluate") if proc.returncode == 0 else None
 
 
@@ -91,23 +79,23 @@ def test_evaluate_writes_metrics_report_and_figures(trained, test_eval):
 
 
 def test_evaluate_val_split_and_bad_split(trained, env, tmp_path):
-    proc = run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "split=val", "hardware.batch_size=2",
+    proc = run_module("evaluate", [f"ckpt_path={trained['ckpt']}", "split=val", "hardware.batch_size=2",
                                 "data.progress=false"], env, tmp_path / "val")
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = json.loads((only_dir(tmp_path / "val" / "outputs" / "evaluate") / "metrics.json")
                          .read_text())["model"]["samples"]
     assert samples == trained["summary"]["data/val_samples"] != trained["summary"]["data/test_samples"]
 
-    err = one_line_error(run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "split=bogus"], env,
+    err = one_line_error(run_module("evaluate", [f"ckpt_path={trained['ckpt']}", "split=bogus"], env,
                                  tmp_path / "bogus"))
     assert "split" in err and "bogus" in err and "test" in err
-    err = one_line_error(run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "examples=-2"], env,
+    err = one_line_error(run_module("evaluate", [f"ckpt_path={trained['ckpt']}", "examples=-2"], env,
                                  tmp_path / "neg"))
     assert err == "Error: examples must be an integer >= 0, got -2"
 
 
 def test_evaluate_copy_last_without_checkpoint(env, tmp_path):
-    proc = run_app("evaluate", ["model=copy_last", "debug=fast", "data.progress=false"], env, tmp_path)
+    proc = run_module("evaluate", ["model=copy_last", "debug=fast", "data.progress=false"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((only_dir(tmp_path / "outputs" / "evaluate") / "metrics.json").read_text())
     assert metrics["model"] == pytest.approx(metrics["copy_last"], abs=1e-3)  # logits +/-10, not exact 0/1
@@ -122,7 +110,7 @@ def test_predict_writes_frames_and_gif(trained, env, tmp_path):
     sid = trained["split"]["test"][0]
     n_frames = len(seqs[sid].fire_frames)
     size = decode_mask(seqs[sid].fire_frames[0]).shape
-    proc = run_app("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}", f"sequence={sid}",
+    proc = run_module("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}", f"sequence={sid}",
                                "data.progress=false"], env, tmp_path / "ok")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = only_dir(tmp_path / "ok" / "outputs" / "predict")
@@ -135,6 +123,6 @@ def test_predict_writes_frames_and_gif(trained, env, tmp_path):
         assert gif.n_frames == n_frames - 1
 
     bad = max(seqs) + 100
-    err = one_line_error(run_app("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}",
+    err = one_line_error(run_module("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}",
                                              f"sequence={bad}"], env, tmp_path / "bad"))
     assert str(bad) in err and f"{min(seqs)}..{max(seqs)}" in err

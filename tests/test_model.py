@@ -41,7 +41,8 @@ def inputs(B, T, H, W, C=3, seed=0):
 @pytest.mark.parametrize("B,T,H,W", [(2, 3, 20, 27), (1, 1, 16, 16), (3, 5, 9, 8), (1, 2, 7, 33)])
 def test_output_shape(model, B, T, H, W):
     with torch.no_grad():
-        out = model.float()(*inputs(B, T, H, W))
+        fire, valid_t, wind, static = inputs(B, T, H, W)
+        out = model.float()(fire=fire, valid_t=valid_t, wind=wind, static=static)
     assert out.shape == (B, 1, H, W)
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
@@ -65,7 +66,8 @@ def run(model, batch, dtype=torch.float32):
     model = model.to(dtype)
     b = to_device(batch, torch.device("cpu"), RASTER)
     with torch.no_grad():
-        return model(b["fire"].to(dtype), b["valid_t"], b["wind"].to(dtype), b["static"].to(dtype)).float()
+        return model(fire=b["fire"].to(dtype), valid_t=b["valid_t"], wind=b["wind"].to(dtype),
+                     static=b["static"].to(dtype)).float()
 
 
 # float64 keeps rounding noise (~1e-5 in float32 for logits of magnitude ~7) far below atol;
@@ -93,7 +95,8 @@ def test_padded_steps_content_is_ignored(model):
     def f64(b):
         m = model.to(torch.float64)
         with torch.no_grad():
-            return m(b["fire"].double(), b["valid_t"], b["wind"].double(), b["static"].double())
+            return m(fire=b["fire"].double(), valid_t=b["valid_t"], wind=b["wind"].double(),
+                     static=b["static"].double())
 
     out1 = f64({"fire": fire, "valid_t": valid, "wind": wind, "static": static})
     fire2, wind2 = fire.clone(), wind.clone()
@@ -131,7 +134,7 @@ def test_every_parameter_is_used():
     m = tiny().train()
     fire, valid, wind, static = inputs(2, 3, 20, 27, seed=4)
     valid[0, 0] = False
-    m(fire, valid, wind, static).sum().backward()
+    m(fire=fire, valid_t=valid, wind=wind, static=static).sum().backward()
     unused = [n for n, p in m.named_parameters() if p.grad is None]
     assert unused == []
 
@@ -159,18 +162,19 @@ def test_d_model_not_divisible_by_nhead():
 
 def test_copy_last_predicts_last_frame():
     fire, valid, wind, static = inputs(3, 4, 5, 7, seed=5)
-    logits = CopyLast()(fire, valid, wind, static)
+    logits = CopyLast()(fire=fire, valid_t=valid, wind=wind, static=static)
     assert logits.shape == (3, 1, 5, 7)
     assert torch.equal(torch.sigmoid(logits) > 0.5, fire[:, -1:].bool())
     assert set(logits.unique().tolist()) == {-10.0, 10.0}
-    assert set(CopyLast(confidence=3.0)(fire, valid, wind, static).unique().tolist()) == {-3.0, 3.0}
+    assert set(CopyLast(confidence=3.0)(fire=fire, valid_t=valid, wind=wind, static=static).unique().tolist()) == {-3.0, 3.0}
 
 
 def test_copy_last_uses_last_step_not_first():
     fire = torch.zeros(1, 2, 2, 2)
     fire[0, 0] = 1.0  # an earlier step that is all fire
     fire[0, 1, 0, 0] = 1.0
-    logits = CopyLast()(fire, torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 2, 2), torch.zeros(1, 1, 2, 2))
+    logits = CopyLast()(fire=fire, valid_t=torch.ones(1, 2, dtype=torch.bool), wind=torch.zeros(1, 2, 2),
+                        static=torch.zeros(1, 1, 2, 2))
     assert (torch.sigmoid(logits) > 0.5).tolist() == [[[[True, False], [False, False]]]]
 
 

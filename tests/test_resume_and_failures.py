@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from conftest import CONF
+from conftest import compose_config
 from emberformer.checkpoint import save_atomic
+from emberformer.models.base import FireModel
 from emberformer.trainer import NonFiniteLoss, Trainer
 from test_train_e2e import run_train
 
@@ -109,16 +108,17 @@ def test_killed_while_saving_leaves_a_whole_file(tmp_path):
     assert torch.load(path, weights_only=False)["epoch"] in (1, 2)  # never a truncated file
 
 
-class NaNAfter(torch.nn.Module):
+class NaNAfter(FireModel):
     """Wraps a model and returns NaN logits from a given optimizer step on."""
+
+    name = "NaN test model"
 
     def __init__(self, inner: torch.nn.Module, after: int):
         super().__init__()
         self.inner, self.after, self.calls = inner, after, 0
-        self.name = "NaN test model"
 
-    def forward(self, *args):
-        out = self.inner(*args)
+    def forward(self, **inputs):
+        out = self.inner(**inputs)
         if self.training:
             self.calls += 1
         return out * float("nan") if self.training and self.calls > self.after else out
@@ -128,9 +128,7 @@ class NaNAfter(torch.nn.Module):
 
 
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_best(tmp_path, cache_dir):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["debug=fast", "logger=none",
-                                                      f"data.cache_dir={cache_dir}", "trainer.limit_batches=null"])
+    cfg = compose_config("debug=fast", "logger=none", f"data.cache_dir={cache_dir}", "trainer.limit_batches=null")
     hw = instantiate(cfg.hardware)
     data = instantiate(cfg.data, **hw.loader_settings())
     data.setup()

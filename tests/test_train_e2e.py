@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # every test here trains in a subprocess
+
 TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null"]
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from test_train_e2e import run_train
 
+pytestmark = pytest.mark.slow  # every test here trains in a subprocess
+
 TINY = ["debug=fast", "trainer.limit_batches=null", "trainer.log_metrics_every=2"]
 
 

@@ -1,13 +1,39 @@
-"""The console output of the seed guide: banner, epoch lines, early-stopping block."""
+"""What a training run prints, in the reference guide's format: banner, epoch lines,
+early-stopping block, and the closing results beside copy-last."""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 RULE = "=" * 60
+RESULT_ROWS = (("val (best epoch)", "best/val/"), ("copy-last val", "copy_last/val_"),
+               ("test (best.pt)", "test/"), ("copy-last test", "copy_last/test_"))
 
 
 def banner(lines: list[str], title: str) -> str:
     return "\n".join([RULE, title, *[f"  {ln}" for ln in lines], RULE])
+
+
+def training_banner(*, epochs: int, model_name: str, n_params: int, device: str,
+                    data: Mapping[str, int], batch_size: int, lrs: Mapping[str, float],
+                    loss: str, early_stopping: str, logger_lines: list[str], run_dir: Any,
+                    resumed_at: tuple[int, int] | None) -> str:
+    """The banner printed before the first epoch."""
+    lines = [
+        f"Model: {model_name}",
+        f"Parameters used: {n_params:,}",
+        f"Device: {device}",
+        f"Train samples: {data['data/train_samples']}",
+        f"Val samples: {data['data/val_samples']}",
+        f"Sequences: train {data['data/train_sequences']}, val {data['data/val_sequences']}, "
+        f"test {data['data/test_sequences']} (test samples: {data['data/test_samples']})",
+        f"Batch size: {batch_size}",
+    ]
+    if lrs:
+        lines.append(f"LR temporal: {lrs.get('temporal', 0):.2e}, LR spatial: {lrs.get('spatial', 0):.2e}")
+    lines += [f"Loss: {loss}", f"Early stopping: {early_stopping}", *logger_lines, f"Run dir: {run_dir}"]
+    if resumed_at is not None:
+        lines.append(f"Resumed at epoch {resumed_at[0]} (step {resumed_at[1]})")
+    return banner(lines, f"Starting Training: {epochs} epochs")
 
 
 def epoch_line(epoch: int, epochs: int, loss_name: str, m: Mapping[str, float]) -> str:
@@ -26,6 +52,19 @@ def early_stop_block(reason: str, monitor: str, best: float, best_epoch: int, co
     return (f"\n🛑 Early stopping triggered!\n"
             f"   Best {monitor}: {best:.4f} at epoch {best_epoch}\n"
             f"   No improvement for {counter} epochs\n")
+
+
+def results(summary: Mapping[str, Any], monitor: str, best: float, best_epoch: int) -> str:
+    """The closing block: best epoch, then each split beside copy-last, then the wall time."""
+    out = [f"\nBest {monitor}: {best:.4f} at epoch {best_epoch}"]
+    for label, prefix in RESULT_ROWS:
+        if f"{prefix}f1" not in summary:
+            continue
+        s = {k: summary[prefix + k] for k in ("f1", "iou", "prec", "rec", "growth_f1", "ap")}
+        out.append(f"  {label:<17} f1={s['f1']:.4f} iou={s['iou']:.4f} prec={s['prec']:.4f} "
+                   f"rec={s['rec']:.4f} growth_f1={s['growth_f1']:.4f} ap={s['ap']:.4f}")
+    out.append(f"  wall time: {summary['wall_time_s']:.1f} s")
+    return "\n".join(out)
 
 
 def complete() -> str:

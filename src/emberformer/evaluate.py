@@ -9,112 +9,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import hydra
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from emberformer import checkpoint, runtime
+from emberformer import runtime
 from emberformer.data.datamodule import SPLITS
-from emberformer.hardware import Hardware
-from emberformer.metrics import PixelMetrics
-from emberformer.previews import sample_panel
 from emberformer.data.dataset import to_device
+from emberformer.hardware import Hardware
+from emberformer.metrics import Calibration, PixelMetrics
+from emberformer.model_step import model_step
+from emberformer.models.copy_last import CopyLast
+from emberformer.previews import sample_panel
+from emberformer.run_config import CONF, build_model, scoring_config
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
-COPY_LAST = "emberformer.models.copy_last.CopyLast"
-LAYOUT_READER = "emberformer.data.datamodule.FireDataModule"
-SYNTHETIC_ONLY = ("num_sequences", "size", "max_frames", "steps_per_frame", "seed")
-FIXED_GROUPS = ("model", "experiment", "debug", "hparams_search")  # would not fit the saved weights
-ECE_BINS = 15
 KEYS = ("f1", "iou", "precision", "recall", "accuracy", "ap", "growth_f1", "growth_precision",
         "growth_recall", "growth_iou", "ece", "samples")
 
 
-# ---------------------------------------------------------------------------------------- config
-def run_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
-    """The config to rebuild from (the checkpoint's, overrides on top) and the checkpoint itself."""
-    ckpt = None
-    if cfg.ckpt_path:
-        ckpt = checkpoint.load(cfg.ckpt_path)
-        cfg = _overlay(cfg, ckpt["config"])
-    elif cfg.model.get("_target_") != COPY_LAST:
-        raise ValueError("ckpt_path is required (e.g. ckpt_path=outputs/DATE/TIME/checkpoints/best.pt); "
-                         "only model=copy_last runs without one")
-    _use_layout_reader(cfg.data)
-    return cfg, ckpt
-
-
-def _overlay(cfg: DictConfig, saved_config: dict[str, Any]) -> DictConfig:
-    """Saved config + this command's overrides (a data/hardware/... group replaces its subtree)."""
-    saved = OmegaConf.create(saved_config)
-    keys = [o.lstrip("+~").partition("=")[0] for o in HydraConfig.get().overrides.task]
-    keys = [k for k in keys if not k.startswith("hydra") and k != "ckpt_path"]
-    with open_dict(saved):
-        for key in keys:
-            if key in FIXED_GROUPS:
-                raise ValueError(f"{key} cannot be changed when ckpt_path is given: the model and its "
-                                 "config come from the checkpoint")
-            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
-        for key in cfg:  # this app's own top-level keys (split, sequence, ...)
-            if key not in saved or key == "ckpt_path":
-                saved[key] = cfg[key]
-        if "data.cache_dir" not in keys and "data" not in keys and \
-                not Path(str(saved.data.cache_dir)).expanduser().is_dir():
-            saved.data.cache_dir = cfg.data.cache_dir  # checkpoint from another machine: local cache
-        if "pretrained" in saved.model:
-            saved.model.pretrained = False  # the checkpoint holds every weight
-    return saved
-
-
-def _use_layout_reader(data: DictConfig) -> None:
-    """A ``data.root`` given: read that folder with FireDataModule (synthetic settings dropped)."""
-    with open_dict(data):
-        if data.get("root") is not None and data.get("_target_") != LAYOUT_READER:
-            data._target_ = LAYOUT_READER
-            for key in SYNTHETIC_ONLY:
-                data.pop(key, None)
-        elif "root" in data and data.get("root") is None and data.get("_target_") != LAYOUT_READER:
-            del data["root"]  # the synthetic module takes no root
-
-
-def build_model(cfg: DictConfig, ckpt: dict[str, Any] | None, static_channels: int,
-                device: torch.device) -> nn.Module:
-    """The model of the config, with the checkpoint's weights, in eval mode on ``device``."""
-    model = instantiate(cfg.model, static_channels=static_channels)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    return model.to(device).eval()
-
-
 # ---------------------------------------------------------------------------------------- metrics
-class Calibration:
-    """Expected calibration error in constant memory: per-bin count, sum of prob, sum of target."""
-
-    def __init__(self, device: torch.device, bins: int = ECE_BINS):
-        self.bins = bins
-        self.stats = torch.zeros(3, bins, dtype=torch.float64, device=device)
-
-    @torch.no_grad()
-    def update(self, prob: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
-        p = prob[mask].double().clamp(0, 1)
-        idx = (p * self.bins).long().clamp(max=self.bins - 1)
-        self.stats[0] += torch.bincount(idx, minlength=self.bins).double()
-        self.stats[1] += torch.bincount(idx, weights=p, minlength=self.bins)
-        self.stats[2] += torch.bincount(idx, weights=(target[mask] > 0.5).double(), minlength=self.bins)
-
-    def compute(self) -> float:
-        """sum_b n_b/N * |mean prob_b - mean target_b| = sum_b |sum prob_b - sum target_b| / N."""
-        n, sp, st = self.stats.cpu()
-        return float((sp - st).abs().sum() / n.sum()) if n.sum() > 0 else 0.0
-
-
 class Scores:
     """Model and copy-last accumulators over one group of samples."""
 
@@ -123,9 +41,9 @@ class Scores:
         self.calib = {name: Calibration(device) for name in ("model", "copy_last")}
         self.samples = 0
 
-    def update(self, prob: torch.Tensor, last: torch.Tensor, target: torch.Tensor,
-               mask: torch.Tensor) -> None:
-        for name, p in (("model", prob), ("copy_last", last.float())):
+    def update(self, prob: torch.Tensor, copy_prob: torch.Tensor, last: torch.Tensor,
+               target: torch.Tensor, mask: torch.Tensor) -> None:
+        for name, p in (("model", prob), ("copy_last", copy_prob)):
             self.pixels[name].update(p, target, mask, last)
             self.calib[name].update(p, target, mask)
         self.samples += prob.shape[0]
@@ -150,19 +68,18 @@ def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torc
     n = len(loader.dataset)
     wanted = set(np.linspace(0, n - 1, min(n_examples, n)).round().astype(int).tolist()) if n else set()
     seen = 0
+    copy_last = CopyLast()
     loader.sampler.set_epoch(0)  # type: ignore[union-attr]
     for batch in loader:
         b = to_device(batch, device, static)
-        with hardware.autocast():
-            logits = model(b["fire"], b["valid_t"], b["wind"], b["static"])
-        prob = torch.sigmoid(logits.float())
-        last = b["fire"][:, -1:] > 0.5
-        total.update(prob, last, b["target"], b["mask"])
+        pred = model_step(model, b, hardware.autocast)
+        prob, copy_prob, last = pred.prob, model_step(copy_last, b).prob, pred.last
+        total.update(prob, copy_prob, last, pred.target, pred.mask)
         lengths = b["valid_t"].sum(1)
         for length in lengths.unique().tolist():
             i = lengths == length
             by_len.setdefault(int(length), Scores(threshold, device)).update(
-                prob[i], last[i], b["target"][i], b["mask"][i])
+                prob[i], copy_prob[i], last[i], pred.target[i], pred.mask[i])
         for i in range(prob.shape[0]):
             if seen + i in wanted:
                 examples.append(({"fire": b["fire"][i].cpu(), "target": b["target"][i].cpu(),
@@ -250,12 +167,12 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if not isinstance(cfg.examples, int) or cfg.examples < 0:
         raise ValueError(f"examples must be an integer >= 0, got {cfg.examples!r}")
     run_dir = runtime.run_dir()
-    cfg, ckpt = run_config(cfg)
+    cfg, ckpt = scoring_config(cfg)
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
     data.setup()
-    model = build_model(cfg, ckpt, data.static_channels, device)
+    model = build_model(cfg, data.static_channels, ckpt, device)
     thresh = float(cfg.metrics.pred_thresh)
     total, by_len, examples = score(model, data.loader(cfg.split, int(cfg.seed)), hardware, device,
                                     thresh, int(cfg.examples), data.static_raster().to(device))

@@ -93,7 +93,7 @@ class WeightedLoss(nn.Module):
 
 
 class BCEDiceLoss(WeightedLoss):
-    """bce_weight * BCE + dice_weight * soft Dice (the seed's loss)."""
+    """bce_weight * BCE + dice_weight * soft Dice (the reference guide's loss)."""
 
     display = "BCE+Dice"
 

@@ -6,7 +6,6 @@ and written as ``pred_XXX.png`` (XXX = t+1) in the data layout's colours, plus a
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import hydra
@@ -18,10 +17,11 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
 from emberformer import runtime
-from emberformer.data.cache import build_cache
+from emberformer.data.cache import build_cache, read_index
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import encode_mask, write_mask
-from emberformer.evaluate import CONF, build_model, run_config
+from emberformer.model_step import model_step
+from emberformer.run_config import CONF, build_model, scoring_config
 
 GIF_MS = 400
 LABELS = ("history (last input)", "prediction", "truth")
@@ -61,26 +61,24 @@ def gif_frame(last: np.ndarray, pred: np.ndarray, truth: np.ndarray, caption: st
 def predict(cfg: DictConfig) -> list[Path]:
     """Write the predicted frames and the GIF of ``cfg.sequence``; return the PNG paths."""
     out = Path(cfg.out_dir).expanduser() if cfg.out_dir else runtime.run_dir()
-    cfg, ckpt = run_config(cfg)
+    cfg, ckpt = scoring_config(cfg)
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
     root = data.prepare_root()
     cache = build_cache(root, data.cache_dir, data.on_bad_sequence, data.progress)
-    meta = {s["id"]: s for s in json.loads((cache / "index.json").read_text())["sequences"]}
+    meta = read_index(cache).sequences
     sid = sequence_id(cfg.sequence, sorted(meta), root)
     samples = FireSamples(cache, [sid], data.max_history)
-    model = build_model(cfg, ckpt, samples.static_channels, device)
-    h, w = meta[sid]["height"], meta[sid]["width"]
+    model = build_model(cfg, samples.static_channels, ckpt, device)
+    h, w = meta[sid].height, meta[sid].width
     thresh = float(cfg.metrics.pred_thresh)
     out.mkdir(parents=True, exist_ok=True)
     paths, frames = [], []
     static = samples.static_raster().to(device)
     for batch in DataLoader(samples, batch_size=data.batch_size, collate_fn=collate):
         b = to_device(batch, device, static)
-        with hardware.autocast():
-            logits = model(b["fire"], b["valid_t"], b["wind"], b["static"])
-        pred = (torch.sigmoid(logits.float()) > thresh)[:, 0, :h, :w].cpu().numpy()
+        pred = (model_step(model, b, hardware.autocast).prob > thresh)[:, 0, :h, :w].cpu().numpy()
         for i in range(pred.shape[0]):
             t = int(batch["t"][i])
             paths.append(out / f"pred_{t + 1:03d}.png")

@@ -1,4 +1,5 @@
-"""What every entry point shares: one-line errors for user mistakes, run names, resume config."""
+"""What every entry point shares: one-line errors for user mistakes, run names, checks made
+before any data work."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,7 @@ from typing import Any, Iterator
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from emberformer.data.frames import FrameError
@@ -73,28 +74,6 @@ def run_info(cfg: DictConfig, script: str = "train_emberformer") -> dict[str, An
             ("data", "model", "loss", "optim", "early_stopping", "hardware", "experiment", "hparams_search")]
     return {"name": name, "group": group, "tags": tags,
             "config": OmegaConf.to_container(cfg, resolve=True)}
-
-
-def resume_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
-    """The checkpoint's config, with this command's plain ``key=value`` overrides on top.
-
-    Changing a config group (``loss=bce``) would not fit the saved state, so it is refused.
-    """
-    saved = OmegaConf.create(ckpt["config"])
-    groups = {"data", "model", "loss", "optim", "early_stopping", "hardware", "logger",
-              "experiment", "debug", "hparams_search"}
-    for ov in HydraConfig.get().overrides.task:
-        key, _, value = ov.lstrip("+~").partition("=")
-        if key in ("ckpt_path",) or key.startswith("hydra"):
-            continue
-        if key in groups:
-            raise UserError(f"{key}={value}: config groups cannot change when resuming from a checkpoint; "
-                            "start a new run instead")
-        with open_dict(saved):
-            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
-    with open_dict(saved):
-        saved.ckpt_path = cfg.ckpt_path
-    return saved
 
 
 def pin_gpu_for_parallel_job(hardware: Any) -> None:

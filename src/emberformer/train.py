@@ -11,10 +11,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from emberformer import checkpoint, distributed, runtime
+from emberformer.run_config import CONF, resume_config
+from emberformer.run_state import Interrupted
 from emberformer.sweep_summary import write_result
-from emberformer.trainer import Interrupted, NonFiniteLoss
-
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+from emberformer.trainer import NonFiniteLoss
 
 
 def train(cfg: DictConfig) -> float:
@@ -23,7 +23,7 @@ def train(cfg: DictConfig) -> float:
     resume = None
     if cfg.ckpt_path:
         resume = checkpoint.load(cfg.ckpt_path)
-        cfg = runtime.resume_config(cfg, resume)
+        cfg = resume_config(cfg, resume)
         run_dir = Path(cfg.ckpt_path).expanduser().resolve().parents[1]  # continue in the same folder
     # every piece is built (and so checked) before any data is generated or read
     hardware = instantiate(cfg.hardware)

@@ -1,22 +1,37 @@
 """Persistence baseline: the next fire mask is the last one seen."""
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
+from emberformer.models.base import FireModel, last_frame
 
-class CopyLast(nn.Module):
-    """No parameters; logits of +/-``confidence`` so sigmoid gives (almost) 0/1."""
+
+class CopyLast(FireModel):
+    """No parameters; logits of +/-``confidence`` so sigmoid gives (almost) 0/1.
+
+    The suite's one definition of copy-last: training and evaluation score the baseline by running
+    this model through the same model step as the model being trained.
+    """
 
     name = "CopyLast (persistence baseline)"
 
-    def __init__(self, confidence: float = 10.0, **_: object):
+    def __init__(self, static_channels: int = 0, confidence: float = 10.0, **architecture: object):
+        """Presets such as ``debug=fast`` size the EmberFormer under ``model.``; those keys are
+        accepted and unused here, any other key is a mistake and stops the run."""
         super().__init__()
-        self.confidence = confidence
+        from emberformer.models.emberformer import EmberFormer
 
-    def forward(self, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
+        unknown = sorted(set(architecture) - set(inspect.signature(EmberFormer).parameters))
+        if unknown:
+            raise ValueError(f"model.{unknown[0]} is not a setting of model=copy_last (its setting: confidence)")
+        self.confidence = float(confidence)
+
+    def forward(self, *, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
                 static: torch.Tensor) -> torch.Tensor:
-        return (fire[:, -1:] * 2 - 1) * self.confidence
+        return (last_frame(fire).float() * 2 - 1) * self.confidence
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"temporal": [], "spatial": []}

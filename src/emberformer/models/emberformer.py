@@ -1,8 +1,9 @@
 """EmberFormer: temporal transformer over patch tokens + SegFormer decode head + learned upsampling.
 
-See docs/architecture.md. Inputs are left-padded in time (``valid_t``); the spatial size need not
-be a multiple of the patch size: inputs are zero-padded and the logits cropped back, so padding
-never reaches the loss or the metrics.
+Shapes, parameter groups, pixel skip and padding are described in docs/architecture.md. Inputs
+are left-padded in time (``valid_t``); the spatial size need not be a multiple of the patch size:
+inputs are zero-padded and the logits cropped back, so padding never reaches the loss or the
+metrics.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 from transformers import SegformerConfig
 from transformers.models.segformer.modeling_segformer import SegformerDecodeHead
 
+from emberformer.models.base import FireModel
 from emberformer.models.pretrained import load_decode_head_state
 
 
@@ -50,7 +52,7 @@ class RefinementDecoder(nn.Module):
     """Grid features + coarse logits -> pixel logits, log2(P) learned 2x upsampling stages.
 
     With ``skip_channels`` > 0 the full-resolution inputs (the last fire frame, and the static
-    bands) are concatenated before a final 3x3 conv: the seed model only ever sees P x P patch
+    bands) are concatenated before a final 3x3 conv: the reference model only ever sees P x P patch
     averages, so it cannot place a fire edge to the pixel, which copy-last does for free.
     """
 
@@ -81,7 +83,7 @@ class RefinementDecoder(nn.Module):
         return self.head(x)
 
 
-class EmberFormer(nn.Module):
+class EmberFormer(FireModel):
     """Next-step fire mask logits [B,1,H,W] from fire history, wind and static terrain."""
 
     name = "EmberFormer (segformer decoder)"
@@ -138,7 +140,7 @@ class EmberFormer(nn.Module):
         ids = {id(p) for p in temporal}
         return {"temporal": temporal, "spatial": [p for p in self.parameters() if id(p) not in ids]}
 
-    def forward(self, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
+    def forward(self, *, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
                 static: torch.Tensor) -> torch.Tensor:
         B, T, H, W = fire.shape
         P = self.patch_size

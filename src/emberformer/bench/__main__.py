@@ -1,0 +1,33 @@
+"""``python -m emberformer.bench [bench=table|data_loader] [group=option] [key=value] ...``"""
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from emberformer import runtime
+from emberformer.bench.batch_table import bench_table
+from emberformer.bench.data_loader import bench_data_loader
+from emberformer.run_config import CONF
+
+KINDS = {"table": bench_table, "data_loader": bench_data_loader}
+
+
+def bench(cfg: DictConfig) -> Any:
+    if "bench" not in cfg or not isinstance(cfg.bench, DictConfig):
+        raise ValueError("no bench config: use bench=table or bench=data_loader")
+    kind = cfg.bench.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"bench.kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    return KINDS[kind](cfg)
+
+
+@hydra.main(config_path=CONF, config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    with runtime.user_errors():
+        bench(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The contract every fire model keeps, so the trainer, evaluate, predict and bench need no
+knowledge of a particular model.
+
+A fire model maps a left-padded fire history to next-step logits, with named inputs:
+
+- ``fire``    [B, T, H, W] float 0/1: fire frames, oldest first, left-padded in time
+- ``valid_t`` [B, T] bool: which time steps are real (padding is at the start)
+- ``wind``    [B, T, 2] float: normalised wind speed and direction of each step
+- ``static``  [B, C, H, W] float: normalised static terrain bands
+
+and returns logits [B, 1, H, W] of "burning or burned at the next frame". Its parameters come in
+the two groups the optimizer gives their own learning rates (``temporal``, ``spatial``).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+PARAM_GROUPS = ("temporal", "spatial")
+
+
+def last_frame(fire: torch.Tensor) -> torch.Tensor:
+    """The last input frame as a bool mask [B, 1, H, W]: what copy-last predicts and what
+    separates growth pixels from old fire in the metrics."""
+    return fire[:, -1:] > 0.5
+
+
+class FireModel(nn.Module, ABC):
+    """Base class of next-step fire models (see the module docstring for the inputs)."""
+
+    #: shown in the console banner and in reports
+    name: str = "fire model"
+
+    @abstractmethod
+    def forward(self, *, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
+                static: torch.Tensor) -> torch.Tensor:
+        """Next-step logits [B, 1, H, W]."""
+
+    @abstractmethod
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Every parameter exactly once, keyed by ``temporal`` and ``spatial``."""

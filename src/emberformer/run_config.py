@@ -1,0 +1,118 @@
+"""What the apps (train, evaluate, predict, bench) share about a run's config: where the config
+folder is, how a run's config is rebuilt from its checkpoint, and how its model is built.
+
+A checkpoint stores the resolved config it was trained with. Rebuilding puts this command's
+``key=value`` overrides on top; which config groups may be swapped is read from Hydra's runtime
+choices, so a group added to ``conf/`` is known here without editing a list.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Collection
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from emberformer import checkpoint
+from emberformer.runtime import UserError
+
+CONF = str(Path(__file__).resolve().parents[2] / "conf")
+COPY_LAST = "emberformer.models.copy_last.CopyLast"
+LAYOUT_READER = "emberformer.data.datamodule.FireDataModule"
+SYNTHETIC_ONLY = ("num_sequences", "size", "max_frames", "steps_per_frame", "seed")
+# groups that decide the model: scoring a checkpoint never swaps them under its weights
+MODEL_GROUPS = ("model", "experiment", "debug", "hparams_search")
+
+
+def config_groups() -> set[str]:
+    """This app's config groups (data, model, loss, ...), from Hydra's runtime choices."""
+    return {k for k in HydraConfig.get().runtime.choices if not k.startswith("hydra")}
+
+
+def overrides() -> list[tuple[str, str]]:
+    """(key, value) of this command's overrides, without Hydra's own and ``ckpt_path``."""
+    out = []
+    for ov in HydraConfig.get().overrides.task:
+        key, _, value = ov.lstrip("+~").partition("=")
+        if key != "ckpt_path" and not key.startswith("hydra"):
+            out.append((key, value))
+    return out
+
+
+def from_checkpoint(cfg: DictConfig, saved_config: dict[str, Any], *,
+                    frozen_groups: Collection[str] | None = None, why: str) -> DictConfig:
+    """The checkpoint's config with this command's overrides on top.
+
+    A group in ``frozen_groups`` (default: every group) cannot be swapped: ``{key}={value}: {why}``.
+    Top-level keys of this app that the run did not have (``split``, ``sequence``...) and
+    ``ckpt_path`` come from ``cfg``.
+    """
+    groups = config_groups()
+    frozen = groups if frozen_groups is None else groups & set(frozen_groups)
+    saved = OmegaConf.create(saved_config)
+    with open_dict(saved):
+        for key, value in overrides():
+            if key in frozen:
+                raise UserError(f"{key}={value}: {why}")
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
+        for key in cfg:
+            if key not in saved or key == "ckpt_path":
+                saved[key] = cfg[key]
+    return saved
+
+
+def resume_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
+    """Continue a run: its own config; plain ``key=value`` changes only (a swapped group would
+    not fit the saved optimizer and early-stopping state)."""
+    return from_checkpoint(cfg, ckpt["config"], why="config groups cannot change when resuming from a "
+                                                     "checkpoint; start a new run instead")
+
+
+def scoring_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
+    """evaluate / predict: the config to rebuild the model and data from, and the checkpoint.
+
+    The data and hardware may differ from training (``data.root=…`` reads another folder in the
+    data layout); the model groups may not.
+    """
+    ckpt = None
+    if cfg.ckpt_path:
+        ckpt = checkpoint.load(cfg.ckpt_path)
+        changed = {key for key, _ in overrides()}
+        cfg_from = cfg
+        cfg = from_checkpoint(cfg, ckpt["config"], frozen_groups=MODEL_GROUPS,
+                              why="cannot be changed when ckpt_path is given: the model and its config "
+                                  "come from the checkpoint")
+        with open_dict(cfg):
+            if not changed & {"data", "data.cache_dir"} and \
+                    not Path(str(cfg.data.cache_dir)).expanduser().is_dir():
+                cfg.data.cache_dir = cfg_from.data.cache_dir  # checkpoint from another machine: local cache
+            if "pretrained" in cfg.model:
+                cfg.model.pretrained = False  # the checkpoint holds every weight
+    elif cfg.model.get("_target_") != COPY_LAST:
+        raise ValueError("ckpt_path is required (e.g. ckpt_path=outputs/DATE/TIME/checkpoints/best.pt); "
+                         "only model=copy_last runs without one")
+    _use_layout_reader(cfg.data)
+    return cfg, ckpt
+
+
+def _use_layout_reader(data: DictConfig) -> None:
+    """A ``data.root`` given: read that folder with FireDataModule (synthetic settings dropped)."""
+    with open_dict(data):
+        if data.get("root") is not None and data.get("_target_") != LAYOUT_READER:
+            data._target_ = LAYOUT_READER
+            for key in SYNTHETIC_ONLY:
+                data.pop(key, None)
+        elif "root" in data and data.get("root") is None and data.get("_target_") != LAYOUT_READER:
+            del data["root"]  # the synthetic module takes no root
+
+
+def build_model(cfg: DictConfig, static_channels: int, ckpt: dict[str, Any] | None = None,
+                device: torch.device | None = None) -> nn.Module:
+    """The model of ``cfg`` (with the checkpoint's weights when given), in eval mode."""
+    model = instantiate(cfg.model, static_channels=static_channels)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    return model.to(device or "cpu").eval()
