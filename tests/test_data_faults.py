@@ -12,8 +12,6 @@ import errno
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from conftest import one_line_error, run_module
 from emberformer import runtime
 from emberformer.data import cache as cache_mod
 from emberformer.data import layout, synthetic
@@ -526,14 +525,11 @@ def test_cli_data_fault_is_one_line_exit_2(tmp_path, run_env, fault, message):
     make_dataset(root)
     fault(root)
     before = tree_hashes(root)
-    proc = subprocess.run(
-        [sys.executable, "-m", "emberformer.train", "data=deep_crown", f"data.root={root}",
-         f"data.cache_dir={tmp_path / 'cache'}", "data.progress=false", "logger=none", "hardware=cpu"],
-        cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message.format(root=root)), proc.stderr[-3000:]
-    assert "Traceback" not in proc.stdout + proc.stderr
+    proc = run_module("train", ["data=deep_crown", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
+                                "data.progress=false", "logger=none", "hardware=cpu"], run_env, tmp_path / "run")
+    line = one_line_error(proc)  # exit code 2, one line, no traceback
+    assert line.startswith(message.format(root=root)), line
+    assert "Traceback" not in proc.stdout
     assert tree_hashes(root) == before  # the user's files are untouched
     no_temp_left(tmp_path / "cache")
 
