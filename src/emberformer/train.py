@@ -14,6 +14,7 @@ from emberformer import checkpoint, distributed, runtime
 from emberformer.run_config import CONF, resume_config
 from emberformer.run_state import Interrupted
 from emberformer.sweep_summary import write_result
+from emberformer.sweeps.pruning import TrialPruning
 from emberformer.trainer import NonFiniteLoss
 
 
@@ -40,11 +41,12 @@ def train(cfg: DictConfig) -> float:
         (run_dir / "split.json").write_text(json.dumps(data.split, indent=1))
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model, static_channels=data.static_channels)
+    pruning = TrialPruning.from_hydra(max_epochs=trainer.epochs)  # a no-op outside an Optuna study
     best = trainer.fit(model=model, data=data, loss_fn=loss, optimizer_factory=optimizer,
                        early_stopping=early, hardware=hardware, logger=logger, run_dir=run_dir,
-                       run_info=runtime.run_info(cfg), resume=resume)
+                       run_info=runtime.run_info(cfg), resume=resume, pruning=pruning)
     if distributed.is_main():
-        write_result(runtime.run_dir(), "ok", best, early.best_epoch)
+        write_result(runtime.run_dir(), "pruned" if pruning.pruned else "ok", best, early.best_epoch)
     return best
 
 

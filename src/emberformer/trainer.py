@@ -30,6 +30,7 @@ from emberformer.model_step import Prediction, model_step
 from emberformer.models.copy_last import CopyLast
 from emberformer.previews import write_previews
 from emberformer.run_state import Checkpointer, Interrupted, RunState, SignalGuard
+from emberformer.sweeps.pruning import TrialPruning, mark_run_pruned
 from emberformer.tracking import RunLogger
 
 FLUSH_EVERY = 10
@@ -74,7 +75,8 @@ class Trainer:
     def fit(self, *, model: nn.Module, data: FireDataModule, loss_fn: WeightedLoss,
             optimizer_factory: Callable[..., torch.optim.Optimizer], early_stopping: EarlyStopping,
             hardware: Hardware, logger: RunLogger, run_dir: Path, run_info: dict[str, Any],
-            resume: dict[str, Any] | None = None) -> float:
+            resume: dict[str, Any] | None = None, pruning: TrialPruning | None = None) -> float:
+        self.pruning = pruning if pruning is not None else TrialPruning()
         self._setup(model, data, loss_fn, optimizer_factory, early_stopping, hardware, logger,
                     run_dir, run_info["config"])
         self.state = self.checkpoints.restore(resume) if resume is not None else RunState()
@@ -102,6 +104,8 @@ class Trainer:
                             print(console.early_stop_block(self.early.stop_reason or "", self.early.monitor,
                                                            self.early.best_value, self.early.best_epoch,
                                                            self.early.counter))
+                        break
+                    if self._pruned(epoch, metrics):
                         break
             except BaseException:
                 self.logger.finish(exit_code=1)  # a failed job must not leave its W&B run open
@@ -324,6 +328,18 @@ class Trainer:
             self.logger.images("val/preview", paths, caps, step, epoch)
         self.checkpoints.save_epoch(self.state, epoch, metrics, is_best, self.logger.run_id)
 
+    def _pruned(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """In an Optuna study: report this epoch's monitored value to the trial; True when its
+        pruner says stop (the run then ends like an early stop; the sweeper records PRUNED)."""
+        if not self.pruning.active:
+            return False
+        value = metrics[self.early.monitor]
+        stop = distributed.broadcast_flag(self.main and self.pruning.report(epoch, value), self.device)
+        if stop and self.main:
+            print(self.pruning.message(self.early.monitor, value), flush=True)
+            mark_run_pruned(self.logger, epoch)
+        return stop
+
     def _interrupt(self, epoch: int, seen: int, metrics: PixelMetrics, sums: torch.Tensor) -> None:
         """A signal arrived: save the position inside the epoch to last.pt and stop."""
         signum = self.signals.received or signal.SIGTERM
@@ -348,7 +364,8 @@ class Trainer:
         if self.copy_last_val is not None:
             summary.update(prefixed("copy_last/val_", self.copy_last_val))
         best_path = self.checkpoints.path("best")
-        if self.evaluate_test and len(self.data.datasets["test"]) and best_path.is_file():
+        if self.evaluate_test and not self.pruning.pruned and len(self.data.datasets["test"]) \
+                and best_path.is_file():  # a pruned trial is not worth a test pass
             self.model.load_state_dict(load_checkpoint(best_path, map_location=self.device)["model"])
             test, _, copy_test = self._evaluate("test", None, model=self.model, with_copy_last=True)
             summary.update(prefixed("test/", test))

@@ -79,7 +79,9 @@ def study_rows(study: optuna.Study, results: list[dict[str, Any]]) -> list[dict[
             vals = [v for v in t.intermediate_values.values() if math.isfinite(v)]
             if vals:
                 objective = max(vals) if study.direction == optuna.study.StudyDirection.MAXIMIZE else min(vals)
-        epochs = max(t.intermediate_values) if t.intermediate_values else res.get("epochs")
+        # the job's own count (metrics.jsonl) also covers an early-stopped last epoch, which is not
+        # reported to the trial; the reported epochs otherwise (a job that left no result.json)
+        epochs = res.get("epochs") or (max(t.intermediate_values) if t.intermediate_values else None)
         reason = res.get("reason") or t.user_attrs.get(FAIL_ATTR, "")
         if t.state == TrialState.PRUNED and not reason:
             reason = f"pruned at epoch {t.user_attrs.get(PRUNED_ATTR, epochs)}"
@@ -101,7 +103,9 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
         for r in rows:
-            w.writerow({k: r.get(k) for k in FIELDS})
+            row = {k: r.get(k) for k in FIELDS}
+            row["reason"] = " ".join(str(row["reason"] or "").split())  # one line per job
+            w.writerow(row)
 
 
 def _save(ax: Any, path: Path) -> Path:
