@@ -29,8 +29,9 @@ def epoch_records(run_dir: Path) -> list[dict]:
 def test_resume_after_epoch_k_matches_an_uninterrupted_run(tmp_path, run_env):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    assert run_train([*TINY, "trainer.epochs=3"], run_env, a).returncode == 0
-    assert run_train([*TINY, "trainer.epochs=2"], run_env, b).returncode == 0
+    # plain Adam: a schedule over trainer.epochs (adam_cosine) changes when the run is extended
+    assert run_train([*TINY, "optim=adam", "trainer.epochs=3"], run_env, a).returncode == 0
+    assert run_train([*TINY, "optim=adam", "trainer.epochs=2"], run_env, b).returncode == 0
     run_b = next((b / "outputs").glob("*/*"))
     resumed = run_train([f"ckpt_path={run_b / 'checkpoints' / 'last.pt'}", "trainer.epochs=3"], run_env, b)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -78,6 +79,7 @@ def test_sigterm_mid_run_saves_last_and_resumes(tmp_path, run_env):
     assert final["epoch"] == stopped_epoch + 1 and final["epoch_complete"]
     epochs = [r["epoch"] for r in epoch_records(run_dir)]
     assert epochs == list(range(1, stopped_epoch + 2))  # no epoch lost, none repeated
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "ok"  # the run's own status
 
 
 class _Unpicklable:
@@ -144,6 +146,21 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_best(tmp_path, cach
     assert torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=False)["epoch"] == 1
 
 
+def test_non_finite_loss_in_the_first_epoch_claims_no_checkpoint(tmp_path, tiny_cfg):
+    cfg = tiny_cfg("trainer.limit_batches=null")
+    hw = instantiate(cfg.hardware)
+    data = instantiate(cfg.data, **hw.loader_settings())
+    data.setup()
+    model = NaNAfter(instantiate(cfg.model, static_channels=data.static_channels), after=0)
+    with pytest.raises(NonFiniteLoss) as e:
+        Trainer(epochs=2, seed=0, progress=False).fit(
+            model=model, data=data, loss_fn=instantiate(cfg.loss), optimizer_factory=instantiate(cfg.optim),
+            early_stopping=instantiate(cfg.early_stopping), hardware=hw, logger=instantiate(cfg.logger),
+            run_dir=tmp_path, run_info={"name": "nan", "tags": [], "config": {}})
+    assert str(e.value) == "non-finite loss (nan) at epoch 1, step 1; no checkpoint was written (no epoch had finished)"
+    assert not (tmp_path / "checkpoints" / "best.pt").exists()
+
+
 @pytest.mark.parametrize("override,message", [
     ("loss.bce_weight=-0.5", "Error: loss.bce_weight must be >= 0, got -0.5"),
     ("loss.dice_weight=0 loss.bce_weight=0",
@@ -161,6 +178,11 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_best(tmp_path, cach
     ("data.on_bad_sequence=ignore", "Error: data.on_bad_sequence must be 'error' or 'skip', got 'ignore'"),
     ("model.pretrained=true model.pretrained_path=/nonexistent",
      "Error: model.pretrained_path=/nonexistent is not a folder; on a machine with internet run:"),
+    ("hardware.batch_size=abc", "Error: hardware.batch_size must be an integer >= 1, got 'abc'"),
+    ("trainer.epochs=1.5", "Error: trainer.epochs must be an integer >= 1, got 1.5"),
+    ("+trainer.epoch=3", "Error: trainer.epoch is not a setting of Trainer; its settings: "),
+    ("+foo=1", "Error: foo is not a setting: nothing reads it"),
+    ("+model.foo=2", "Error: model.foo is not a setting of EmberFormer; its settings: "),
 ])
 def test_bad_config_is_one_line_exit_2_before_any_work(tmp_path, run_env, override, message):
     t0 = time.time()

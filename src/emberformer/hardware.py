@@ -28,7 +28,9 @@ class Hardware:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"hardware.precision must be one of fp32, fp16, bf16, got {self.precision!r}")
-        if int(self.batch_size) < 1:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise ValueError(f"hardware.batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if self.batch_size < 1:
             raise ValueError(f"hardware.batch_size must be >= 1, got {self.batch_size}")
         if self.num_workers != "auto" and not (str(self.num_workers).isdigit()):
             raise ValueError(f"hardware.num_workers must be 'auto' or an integer >= 0, got {self.num_workers}")

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from emberformer import checkpoint
+from emberformer import checkpoint, runtime
 from emberformer.runtime import UserError
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
@@ -71,6 +71,30 @@ def resume_config(cfg: DictConfig, ckpt: dict[str, Any]) -> DictConfig:
                                                      "checkpoint; start a new run instead")
 
 
+def resume(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None, Path]:
+    """For ``ckpt_path``: the config to go on with, the checkpoint, and the folder to write to.
+
+    ``RUN/checkpoints/last.pt`` continues that run in RUN, whose files and status it updates. Any
+    other checkpoint (``best.pt``, a copy) starts a new run in this command's folder from that
+    state, recorded as ``started_from``: the original run's files are never written.
+    """
+    here = runtime.run_dir()
+    if not cfg.ckpt_path:
+        return cfg, None, here
+    path = Path(str(cfg.ckpt_path)).expanduser().resolve()
+    ckpt = checkpoint.load(path)
+    cfg = resume_config(cfg, ckpt)
+    own_run = path.parents[1] if path.name == "last.pt" and path.parent.name == "checkpoints" else None
+    if own_run is not None:
+        return cfg, ckpt, own_run
+    if here.resolve() == path.parent.parent.resolve() or here.resolve() == path.parent.resolve():
+        raise UserError(f"ckpt_path={path.name} starts a new run, but hydra.run.dir={here} is the folder of the "
+                        f"run it comes from; leave hydra.run.dir out (a new folder is made) or name another one")
+    ckpt["wandb_id"] = None  # a new run: a new W&B run too
+    ckpt["started_from"] = str(path)
+    return cfg, ckpt, here
+
+
 def scoring_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
     """evaluate / predict: the config to rebuild the model and data from, and the checkpoint.
 
@@ -114,5 +138,5 @@ def build_model(cfg: DictConfig, static_channels: int, ckpt: dict[str, Any] | No
     """The model of ``cfg`` (with the checkpoint's weights when given), in eval mode."""
     model = instantiate(cfg.model, static_channels=static_channels)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        checkpoint.load_weights(model, ckpt, OmegaConf.to_container(cfg.model, resolve=True), cfg.ckpt_path)
     return model.to(device or "cpu").eval()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from emberformer.checkpoint import save_atomic
+from emberformer.checkpoint import load_weights, save_atomic
 from emberformer.early_stopping import EarlyStopping
 
 
@@ -38,6 +38,7 @@ class RunState:
     partial: dict[str, Any] | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
     wandb_id: str | None = None
+    started_from: str | None = None  # a new run started from another run's checkpoint (best.pt)
 
     @property
     def resumed(self) -> bool:
@@ -92,7 +93,7 @@ class Checkpointer:
 
     def restore(self, ckpt: dict[str, Any]) -> RunState:
         """Load a checkpoint's weights and states; return the position to go on from."""
-        self.model.load_state_dict(ckpt["model"])
+        load_weights(self.model, ckpt, self.config.get("model"), self.config.get("ckpt_path"))
         if self.optimizer is not None and ckpt.get("optimizer"):
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -107,7 +108,7 @@ class Checkpointer:
                         global_step=int(ckpt["global_step"]),
                         partial=None if complete else ckpt["partial"],
                         best_metrics=ckpt.get("best_metrics") or {},
-                        wandb_id=ckpt.get("wandb_id"))
+                        wandb_id=ckpt.get("wandb_id"), started_from=ckpt.get("started_from"))
 
 
 class SignalGuard:

@@ -56,8 +56,75 @@ def user_errors() -> Iterator[None]:
         sys.exit(2)
 
 
+_RUN_DIR: Path | None = None
+
+
+def use_run_dir(path: Path | None) -> None:
+    """Write this job's files to ``path`` instead of Hydra's folder (a resumed run's own folder)."""
+    global _RUN_DIR
+    _RUN_DIR = None if path is None else Path(path)
+
+
 def run_dir() -> Path:
-    return Path(HydraConfig.get().runtime.output_dir)
+    """Where this job's files go: Hydra's run folder, or the folder of the run it resumes."""
+    return _RUN_DIR if _RUN_DIR is not None else Path(HydraConfig.get().runtime.output_dir)
+
+
+def check_argv(argv: list[str]) -> None:
+    """Mistakes Hydra's override parser would answer with a traceback, as one line (exit 2)."""
+    for arg in argv[1:]:
+        key, eq, value = arg.partition("=")
+        if eq and value.startswith("~"):
+            print(f"Error: {arg}: Hydra reads '~' as its delete operator, so a home-relative path is "
+                  f"not expanded; write {key}=$HOME{value[1:]} (the shell expands $HOME) or an absolute path",
+                  file=sys.stderr, flush=True)
+            sys.exit(2)
+
+
+def _accepted_keys(target: Any) -> set[str] | None:
+    """Keyword arguments ``target`` takes, following ``**kwargs`` into our own base classes;
+    None when it takes any keyword (nothing to check)."""
+    import inspect
+
+    keys: set[str] = set()
+    funcs = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if inspect.isclass(target) else [target]
+    for fn in funcs:
+        if not getattr(fn, "__module__", "").startswith("emberformer"):
+            return None
+        params = inspect.signature(fn).parameters.values()
+        keys |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return keys
+    return None
+
+
+def check_config_keys(cfg: DictConfig) -> None:
+    """A key that nothing reads (``+trainer.epoch=3``, ``+foo=1``) is a typo: say which, before any work."""
+    from hydra.utils import get_object
+
+    for ov in HydraConfig.get().overrides.task:
+        if not ov.startswith("+"):
+            continue
+        key = ov.lstrip("+").partition("=")[0]
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if key.startswith("hydra") or (isinstance(node, DictConfig) and "_target_" in node):
+            continue  # a _target_'s keys are checked against its signature below
+        raise UserError(f"{key} is not a setting: nothing reads it (a typo? see the keys in conf/)")
+
+    def walk(node: Any, path: str) -> None:
+        if not isinstance(node, DictConfig):
+            return
+        if "_target_" in node:
+            accepted = _accepted_keys(get_object(node._target_))
+            unknown = [k for k in node if not str(k).startswith("_") and accepted is not None and k not in accepted]
+            if unknown:
+                raise UserError(f"{path}{unknown[0]} is not a setting of {node._target_.rsplit('.', 1)[-1]}; "
+                                f"its settings: {', '.join(sorted(accepted))}")
+        for k, v in node.items_ex(resolve=False):
+            walk(v, f"{path}{k}.")
+
+    walk(cfg, "")
 
 
 def run_info(cfg: DictConfig, script: str = "train_emberformer") -> dict[str, Any]:

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import hydra
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from emberformer import checkpoint, distributed, runtime
-from emberformer.run_config import CONF, resume_config
+from emberformer import checkpoint, distributed, run_config, runtime
+from emberformer.run_config import CONF
 from emberformer.run_state import Interrupted
 from emberformer.sweep_summary import write_result
 from emberformer.sweeps.pruning import TrialPruning
@@ -20,12 +19,9 @@ from emberformer.trainer import NonFiniteLoss
 
 def train(cfg: DictConfig) -> float:
     """One run; returns the best monitored value (what a sweeper optimises)."""
-    run_dir = runtime.run_dir()
-    resume = None
-    if cfg.ckpt_path:
-        resume = checkpoint.load(cfg.ckpt_path)
-        cfg = resume_config(cfg, resume)
-        run_dir = Path(cfg.ckpt_path).expanduser().resolve().parents[1]  # continue in the same folder
+    runtime.use_run_dir(None)
+    runtime.check_config_keys(cfg)
+    cfg, resume, run_dir = run_config.resume(cfg)  # last.pt: its own folder; best.pt: a new run
     # every piece is built (and so checked) before any data is generated or read
     hardware = instantiate(cfg.hardware)
     runtime.pin_gpu_for_parallel_job(hardware)
@@ -41,6 +37,9 @@ def train(cfg: DictConfig) -> float:
         (run_dir / "split.json").write_text(json.dumps(data.split, indent=1))
     torch.manual_seed(cfg.seed)
     model = instantiate(cfg.model, static_channels=data.static_channels)
+    if resume is not None:  # weights that do not fit the config: one line, before any file changes
+        checkpoint.load_weights(model, resume, OmegaConf.to_container(cfg.model, resolve=True), cfg.ckpt_path)
+    runtime.use_run_dir(run_dir)  # from here on, the status (result.json) is the run's own
     pruning = TrialPruning.from_hydra(max_epochs=trainer.epochs)  # a no-op outside an Optuna study
     best = trainer.fit(model=model, data=data, loss_fn=loss, optimizer_factory=optimizer,
                        early_stopping=early, hardware=hardware, logger=logger, run_dir=run_dir,
@@ -60,7 +59,8 @@ def main(cfg: DictConfig) -> float:
         print(str(e), file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
     except SystemExit:
-        write_result(runtime.run_dir(), "failed", reason="configuration or data error (see log)")
+        if not (runtime.run_dir() / "result.json").exists():  # a mistake in a command never rewrites a run's status
+            write_result(runtime.run_dir(), "failed", reason="configuration or data error (see log)")
         raise
     except Exception as e:  # a sweep records the trial as failed and goes on
         write_result(runtime.run_dir(), "failed", reason=f"{type(e).__name__}: {e}")
@@ -71,4 +71,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    runtime.check_argv(sys.argv)
     main()

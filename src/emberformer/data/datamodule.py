@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from emberformer.data import layout
@@ -81,8 +82,11 @@ class FireDataModule:
         """Loader whose ``sampler.set_epoch(epoch, skip)`` fixes the order (train is shuffled)."""
         ds = self.datasets[split]
         sampler = EpochSampler(len(ds), seed, shuffle=split == "train", rank=rank, world_size=world_size)
+        # a loader of its own RNG: creating an iterator draws a seed from it, and a draw from the
+        # global RNG there would shift every dropout mask after a mid-epoch resume
+        generator = torch.Generator().manual_seed(seed)
         return DataLoader(
-            ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+            ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers, generator=generator,
             collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
             prefetch_factor=4 if self.num_workers > 0 else None,
         )
