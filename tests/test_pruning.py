@@ -145,3 +145,19 @@ def test_study_app_errors_are_one_line(tmp_path, run_env):
     assert proc.returncode == 2 and proc.stderr.startswith("Error: ") and "Traceback" not in proc.stderr
     proc = run("emberformer.study", [str(tmp_path)], run_env, tmp_path)
     assert proc.returncode == 2 and "has no optuna.db" in proc.stderr
+
+
+def test_the_trial_handed_to_a_job_survives_hydra_override_parsing(tmp_path, monkeypatch):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from emberformer.sweeps.optuna_sweeper import absolute_storage, quote
+
+    parser = OverridesParser.create()
+    for value in ("loss_weights", "it's", "a\\b", "end\\", "postgresql://user:p@ss@host/db",
+                  "sqlite:////tmp/with space/optuna.db"):
+        assert parser.parse_override(f"hydra.job.env_set.X={quote(value)}").value() == value
+    monkeypatch.chdir(tmp_path)
+    assert absolute_storage("sqlite:///multirun/optuna/s/optuna.db") == \
+        f"sqlite:///{tmp_path}/multirun/optuna/s/optuna.db"
+    assert absolute_storage("sqlite:////abs/optuna.db") == "sqlite:////abs/optuna.db"
+    assert absolute_storage("postgresql://h/db") == "postgresql://h/db" and absolute_storage(None) is None

@@ -46,8 +46,11 @@ def absolute_storage(url: Any) -> Any:
 
 
 def quote(value: str) -> str:
-    """A Hydra override value that is taken verbatim."""
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    """A Hydra override value that is taken verbatim (quotes escaped; in Hydra's quoted strings a
+    backslash is special only before a quote, so only trailing ones are doubled)."""
+    text = str(value)
+    body = text.rstrip("\\")
+    return "'" + body.replace("'", "\\'") + "\\" * (2 * (len(text) - len(body))) + "'"
 
 
 def one_line(e: BaseException) -> str:
