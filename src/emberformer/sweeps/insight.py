@@ -211,8 +211,8 @@ def write_markdown(path: Path, study: optuna.Study, rows: list[dict[str, Any]], 
              + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" ({len(rows)} trials).", ""]
     best = next((r for r in rows if r["state"] == "complete"), None)
     if best is not None:
-        lines += [f"Best: trial {best['trial']}, {metric} = {_fmt(best['objective'])} "
-                  f"({best['overrides']}).", ""]
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in (best.get("params") or {}).items()) or best["overrides"]
+        lines += [f"Best: trial {best['trial']}, {metric} = {_fmt(best['objective'])} ({shown}).", ""]
     lines += ["| rank | trial | state | " + metric + " | epochs | parameters | reason |",
               "| ---: | ---: | --- | ---: | ---: | --- | --- |"]
     for r in rows:
