@@ -20,14 +20,22 @@ cfg_of = compose_config
 
 def test_defaults_are_the_seed():
     cfg = cfg_of()
-    assert cfg.trainer.epochs == 50 and cfg.trainer.log_metrics_every == 50
+    assert cfg.trainer.epochs == 10 and cfg.trainer.log_metrics_every == 50  # README "Results"
     assert cfg.metrics.pred_thresh == 0.5 and cfg.seed == 0
     m = cfg.model
     assert (m.d_model, m.nhead, m.num_layers, m.dim_feedforward, m.dropout, m.patch_size, m.base_channels) == \
         (96, 8, 4, 384, 0.1, 16, 48)
     assert m.pretrained is False and m.pretrained_path is None
+    # the default recipe's additions on the built-in data (README "Results")
+    assert (m.pixel_skip, m.skip_frames, m.fuse_layers, m.keep_last) == (True, 2, 2, True)
     assert (cfg.loss.bce_weight, cfg.loss.dice_weight) == (0.5, 0.5)
-    assert (cfg.optim.lr_temporal, cfg.optim.lr_spatial, cfg.optim.weight_decay) == (1e-3, 1e-4, 1e-4)
+    assert (cfg.optim.lr_temporal, cfg.optim.lr_spatial, cfg.optim.weight_decay) == (1e-3, 1e-3, 1e-4)
+    assert (cfg.optim.warmup_epochs, cfg.optim.min_lr_ratio) == (1.0, 0.01) and cfg.ceiling.samples == 32
+    ref = cfg_of("experiment=seed_rtx3090")  # the reference run keeps the reference guide's values
+    assert (ref.model.pixel_skip, ref.model.skip_frames, ref.model.fuse_layers, ref.model.keep_last) == \
+        (False, 1, 1, False)
+    assert ref.optim._target_ == "emberformer.optim.adam"
+    assert (ref.optim.lr_temporal, ref.optim.lr_spatial, ref.optim.weight_decay) == (1e-3, 1e-4, 1e-4)
     es = cfg.early_stopping
     assert (es.enabled, es.patience, es.monitor, es.mode, es.min_delta) == (True, 10, "val/f1", "max", 0.001)
     assert cfg.logger.mode == "offline"
@@ -89,6 +97,9 @@ def test_models_and_optimizer():
     assert isinstance(model, EmberFormer) and model.temporal.layers[0].self_attn.num_heads == 4
     assert len(model.temporal.layers) == 1
     opt = instantiate(cfg.optim)(model.param_groups())
+    assert [(g["name"], g["lr"], g["weight_decay"]) for g in opt.param_groups] == \
+        [("temporal", 1e-3, 1e-4), ("spatial", 1e-3, 1e-4)]
+    opt = instantiate(cfg_of("optim=adam").optim)(model.param_groups())
     assert [(g["name"], g["lr"], g["weight_decay"]) for g in opt.param_groups] == \
         [("temporal", 1e-3, 1e-4), ("spatial", 1e-4, 1e-4)]
     baseline = instantiate(cfg_of("model=copy_last").model, static_channels=5)

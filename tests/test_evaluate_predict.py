@@ -58,7 +58,9 @@ def test_evaluate_writes_metrics_report_and_figures(trained, test_eval):
     proc, out = test_eval
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"model", "copy_last"}
+    assert set(metrics) == {"model", "copy_last", "ceiling"}  # built-in data: the simulator ceiling too
+    assert set(metrics["ceiling"]) == set(metrics["model"])
+    assert metrics["ceiling"]["f1"] == pytest.approx(trained["summary"]["ceiling/test_f1"], abs=1e-9)
     for block in metrics.values():
         assert KEYS <= set(block)
         assert all(0.0 <= block[k] <= 1.0 for k in KEYS - {"samples"})
@@ -70,6 +72,9 @@ def test_evaluate_writes_metrics_report_and_figures(trained, test_eval):
     assert copy["f1"] == pytest.approx(trained["summary"]["copy_last/test_f1"], abs=1e-6)
     report = (out / "report.md").read_text()
     assert "By history length" in report and "| history | samples |" in report
+    assert "| metric | model | copy-last | ceiling | gap closed |" in report
+    m, c, top = (metrics[k]["f1"] for k in ("model", "copy_last", "ceiling"))
+    assert f"| f1 | {m:.4f} | {c:.4f} | {top:.4f} | {100 * (m - c) / (top - c):.1f}% |" in report
     assert "| 1 |" in report and "(pr_curve.png)" in report
     png = (out / "pr_curve.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 5000

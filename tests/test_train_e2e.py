@@ -41,8 +41,9 @@ def test_two_epoch_run_prints_the_seed_console(tiny_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "Starting Training: 2 epochs" in out
-    for field in ("Model: EmberFormer (segformer decoder)", "Train samples: ", "Val samples: ",
-                  "Batch size: 4", "LR temporal: 1.00e-03, LR spatial: 1.00e-04",
+    for field in ("Model: EmberFormer (segformer decoder, pixel skip of 2 frames, keeps the last frame)",
+                  "Train samples: ", "Val samples: ",
+                  "Batch size: 4", "LR temporal: 1.00e-03, LR spatial: 1.00e-03",
                   "Loss: BCE (0.5) + Dice (0.5)", "Early stopping: enabled (patience=10, monitor=val/f1)",
                   "Parameters used: "):
         assert field in out, field

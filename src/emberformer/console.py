@@ -6,7 +6,8 @@ from typing import Any, Mapping
 
 RULE = "=" * 60
 RESULT_ROWS = (("val (best epoch)", "best/val/"), ("copy-last val", "copy_last/val_"),
-               ("test (best.pt)", "test/"), ("copy-last test", "copy_last/test_"))
+               ("test (best.pt)", "test/"), ("copy-last test", "copy_last/test_"),
+               ("ceiling test", "ceiling/test_"))
 
 
 def banner(lines: list[str], title: str) -> str:
@@ -63,6 +64,11 @@ def results(summary: Mapping[str, Any], monitor: str, best: float, best_epoch: i
         s = {k: summary[prefix + k] for k in ("f1", "iou", "prec", "rec", "growth_f1", "ap")}
         out.append(f"  {label:<17} f1={s['f1']:.4f} iou={s['iou']:.4f} prec={s['prec']:.4f} "
                    f"rec={s['rec']:.4f} growth_f1={s['growth_f1']:.4f} ap={s['ap']:.4f}")
+    if "gap_closed/test_f1" in summary:
+        line = f"  gap closed: {100 * summary['gap_closed/test_f1']:.1f}% of copy-last -> ceiling test F1"
+        if "ceiling_share/test_growth_f1" in summary:
+            line += f"; growth F1 at {100 * summary['ceiling_share/test_growth_f1']:.1f}% of the ceiling's"
+        out.append(line)
     out.append(f"  wall time: {summary['wall_time_s']:.1f} s")
     return "\n".join(out)
 

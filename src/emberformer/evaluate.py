@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from emberformer import runtime
+from emberformer import ceiling, runtime
 from emberformer.data.datamodule import SPLITS
 from emberformer.data.dataset import to_device
 from emberformer.hardware import Hardware
@@ -89,13 +89,29 @@ def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torc
     return total, dict(sorted(by_len.items())), examples
 
 
+def ceiling_entry(scores: dict[str, float]) -> dict[str, float]:
+    """The simulator ceiling's PixelMetrics names -> metrics.json's names (KEYS)."""
+    names = {"precision": "prec", "recall": "rec", "accuracy": "acc", "growth_precision": "growth_prec",
+             "growth_recall": "growth_rec"}
+    return {k: scores[names.get(k, k)] for k in KEYS}
+
+
 # ---------------------------------------------------------------------------------------- outputs
-def side_by_side(result: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
-    """(metric, model, copy-last) rows."""
+def side_by_side(result: dict[str, dict[str, float]]) -> list[tuple[str, ...]]:
+    """(metric, model, copy-last) rows; with a ceiling entry also (ceiling, gap closed): the share
+    of the copy-last -> ceiling distance the model covers on that metric."""
     def fmt(key: str, value: float) -> str:
         return str(int(value)) if key == "samples" else f"{value:.4f}"
 
-    return [(k, fmt(k, result["model"][k]), fmt(k, result["copy_last"][k])) for k in KEYS]
+    rows = []
+    for k in KEYS:
+        row = (k, fmt(k, result["model"][k]), fmt(k, result["copy_last"][k]))
+        if "ceiling" in result:
+            m, c, top = result["model"][k], result["copy_last"][k], result["ceiling"][k]
+            gap = "" if k == "samples" or abs(top - c) < 1e-9 else f"{100 * (m - c) / (top - c):.1f}%"
+            row += (fmt(k, top), gap)
+        rows.append(row)
+    return rows
 
 
 def markdown(header: list[str], rows: list[tuple]) -> str:
@@ -150,8 +166,11 @@ def write_examples(out: Path, examples: list[tuple[dict, np.ndarray]], threshold
 def write_report(path: Path, title: str, table: list[tuple], hist: list[tuple],
                  figures: list[Path]) -> None:
     """report.md: both tables and links to the figures."""
-    md = [f"# {title}", "", "## Model vs copy-last", "",
-          markdown(["metric", "model", "copy-last"], table), "",
+    header = ["metric", "model", "copy-last"]
+    if table and len(table[0]) == 5:
+        header += ["ceiling", "gap closed"]
+    md = [f"# {title}", "", "## Model vs copy-last" + (" and the simulator ceiling" if len(header) == 5 else ""), "",
+          markdown(header, table), "",
           "## By history length (real input steps)", "",
           markdown(["history", "samples", "model F1", "copy-last F1", "model growth F1",
                     "copy-last growth F1"], hist), "",
@@ -177,6 +196,11 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     total, by_len, examples = score(model, data.loader(cfg.split, int(cfg.seed)), hardware, device,
                                     thresh, int(cfg.examples), data.static_raster().to(device))
     result = total.result()
+    samples = int(cfg.get("ceiling", {}).get("samples", 32))
+    if samples:
+        ceil = ceiling.ceiling_scores(data, cfg.split, samples)
+        if ceil is not None:
+            result["ceiling"] = ceiling_entry(ceil)
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     figures = [run_dir / "pr_curve.png"]
     pr_curve(figures[0], total.pixels["model"], result)
@@ -186,9 +210,10 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     title = f"{name} on the {cfg.split} split ({result['model']['samples']} samples)"
     write_report(run_dir / "report.md", title, table, hist, figures)
     print(f"{title}, checkpoint: {cfg.ckpt_path or 'none'}")
-    print(f"  {'metric':<17}{'model':>10}{'copy-last':>11}")
-    for key, a, b in table:
-        print(f"  {key:<17}{a:>10}{b:>11}")
+    wide = "ceiling" in result
+    print(f"  {'metric':<17}{'model':>10}{'copy-last':>11}" + (f"{'ceiling':>10}{'gap closed':>12}" if wide else ""))
+    for key, a, b, *rest in table:
+        print(f"  {key:<17}{a:>10}{b:>11}" + (f"{rest[0]:>10}{rest[1]:>12}" if rest else ""))
     print(f"  {'history':>7}{'samples':>9}{'F1':>9}{'copy F1':>9}{'growth F1':>11}{'copy gF1':>10}")
     for row in hist:
         print(f"  {row[0]:>7}{row[1]:>9}" + "".join(f"{v:>{w}}" for v, w in zip(row[2:], (9, 9, 11, 10))))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from emberformer import console, distributed
+from emberformer import ceiling, console, distributed
 from emberformer.checkpoint import load as load_checkpoint
 from emberformer.data.datamodule import FireDataModule
 from emberformer.data.dataset import to_device
@@ -55,7 +55,7 @@ class Trainer:
 
     def __init__(self, epochs: int = 50, log_metrics_every: int = 50, seed: int = 0,
                  pred_thresh: float = 0.5, limit_batches: int | None = None, progress: bool = True,
-                 evaluate_test: bool = True):
+                 evaluate_test: bool = True, ceiling_samples: int = 32):
         if int(epochs) < 1:
             raise ValueError(f"trainer.epochs must be >= 1, got {epochs}")
         if int(log_metrics_every) < 1:
@@ -69,6 +69,9 @@ class Trainer:
         self.limit_batches = limit_batches
         self.progress = progress
         self.evaluate_test = evaluate_test
+        if isinstance(ceiling_samples, bool) or int(ceiling_samples) < 0:
+            raise ValueError(f"ceiling.samples must be an integer >= 0 (0: no ceiling), got {ceiling_samples}")
+        self.ceiling_samples = int(ceiling_samples)
         self.copy_last = CopyLast()
 
     # ------------------------------------------------------------------ the story
@@ -145,6 +148,8 @@ class Trainer:
         if hardware.compile:
             self.net = torch.compile(self.net)  # type: ignore[assignment]
         self.loaders = {k: data.loader(k, self.seed, rank, world_size) for k in ("train", "val", "test")}
+        n_train = len(self.loaders["train"])
+        self.steps_per_epoch = n_train if self.limit_batches is None else min(n_train, self.limit_batches)
         self.checkpoints = Checkpointer(self.run_dir, self.model, self.optimizer, self.scaler, early, config)
 
     def _teardown(self, wait: bool = True) -> None:
@@ -177,6 +182,8 @@ class Trainer:
             pred = model_step(self.net, b, self.hw.autocast)
             parts = self.loss_fn(pred.logits, pred.target, pred.mask)
             if self.optimizer is not None:
+                if hasattr(self.optimizer, "set_step"):  # a schedule: the rate follows the step
+                    self.optimizer.set_step(self.state.global_step, self.steps_per_epoch, self.epochs)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(parts["loss"]).backward()
                 self.scaler.step(self.optimizer)
@@ -352,6 +359,21 @@ class Trainer:
                                   f"resume with: python -m emberformer.train ckpt_path={path}")
 
     # ------------------------------------------------------------------ the end
+    def _ceiling(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """``ceiling/test_*`` (the simulator's own ensemble on the test split, data=synthetic only)
+        and the share of the copy-last -> ceiling F1 gap that best.pt closes."""
+        ceil = ceiling.ceiling_scores(self.data, "test", self.ceiling_samples, progress=self.progress)
+        if ceil is None:  # no simulator behind the data: one line was printed
+            return {}
+        out: dict[str, Any] = prefixed("ceiling/test_", {k: v for k, v in ceil.items()
+                                                          if k not in ("ece", "samples")})
+        gap = ceiling.gap_closed(summary["test/f1"], summary["copy_last/test_f1"], ceil["f1"])
+        if gap is not None:
+            out["gap_closed/test_f1"] = gap
+        if ceil["growth_f1"] > 0:
+            out["ceiling_share/test_growth_f1"] = summary["test/growth_f1"] / ceil["growth_f1"]
+        return out
+
     def _finish(self, wall: float) -> float:
         """Summary of the run: best epoch, copy-last, and best.pt on the test split."""
         distributed.barrier()  # rank 0 may still be writing best.pt
@@ -370,6 +392,8 @@ class Trainer:
             test, _, copy_test = self._evaluate("test", None, model=self.model, with_copy_last=True)
             summary.update(prefixed("test/", test))
             summary.update(prefixed("copy_last/test_", copy_test or {}))
+            if self.main and self.ceiling_samples:
+                summary.update(self._ceiling(summary))
         if self.main:
             self.logger.summary(summary)
             print(console.results(summary, self.early.monitor, self.early.best_value, self.early.best_epoch))

@@ -51,12 +51,14 @@ class TokenEmbedder(nn.Module):
 class RefinementDecoder(nn.Module):
     """Grid features + coarse logits -> pixel logits, log2(P) learned 2x upsampling stages.
 
-    With ``skip_channels`` > 0 the full-resolution inputs (the last fire frame, and the static
-    bands) are concatenated before a final 3x3 conv: the reference model only ever sees P x P patch
-    averages, so it cannot place a fire edge to the pixel, which copy-last does for free.
+    With ``skip_channels`` > 0 the full-resolution inputs (the last fire frames, and the static
+    bands) are concatenated before ``fuse_layers`` final 3x3 convs: the reference model only ever
+    sees P x P patch averages, so it cannot place a fire edge to the pixel, which copy-last does
+    for free. Two convs see 5x5 pixels: as far as a fire spreads in two simulator steps.
     """
 
-    def __init__(self, d_model: int, patch_size: int, base_channels: int, skip_channels: int = 0):
+    def __init__(self, d_model: int, patch_size: int, base_channels: int, skip_channels: int = 0,
+                 fuse_layers: int = 1):
         super().__init__()
         ch = 4 * base_channels
         self.stem = nn.Conv2d(d_model + 1, ch, 1)
@@ -71,8 +73,11 @@ class RefinementDecoder(nn.Module):
         self.up = nn.Sequential(*stages)
         self.fuse = None
         if skip_channels:
-            self.fuse = nn.Sequential(nn.Conv2d(ch + skip_channels, ch, 3, padding=1),
-                                      nn.BatchNorm2d(ch), nn.ReLU(inplace=True))
+            layers: list[nn.Module] = []
+            for i in range(fuse_layers):
+                layers += [nn.Conv2d(ch + (skip_channels if i == 0 else 0), ch, 3, padding=1),
+                           nn.BatchNorm2d(ch), nn.ReLU(inplace=True)]
+            self.fuse = nn.Sequential(*layers)
         self.head = nn.Conv2d(ch, 1, 1)
 
     def forward(self, grid: torch.Tensor, coarse: torch.Tensor,
@@ -83,8 +88,18 @@ class RefinementDecoder(nn.Module):
         return self.head(x)
 
 
+KEEP_LAST_LOGIT = 20.0  # sigmoid(20) = 1 - 2e-9: "burning or burned" for sure
+
+
 class EmberFormer(FireModel):
-    """Next-step fire mask logits [B,1,H,W] from fire history, wind and static terrain."""
+    """Next-step fire mask logits [B,1,H,W] from fire history, wind and static terrain.
+
+    Beyond the reference architecture (all off by default): ``pixel_skip`` feeds the last
+    ``skip_frames`` fire frames and the static bands at full resolution into ``fuse_layers`` 3x3
+    convs before the output (two frames show the newest ring of fire, where spread starts), and
+    ``keep_last`` predicts every pixel of the last input frame as fire (the masks are cumulative:
+    burned stays burned), so the model only decides where the fire goes next.
+    """
 
     name = "EmberFormer (segformer decoder)"
 
@@ -103,13 +118,20 @@ class EmberFormer(FireModel):
         pretrained: bool = False,
         pretrained_path: str | None = None,
         pixel_skip: bool = False,
+        skip_frames: int = 1,
+        fuse_layers: int = 1,
+        keep_last: bool = False,
     ):
         super().__init__()
         if patch_size < 2 or patch_size & (patch_size - 1):
             raise ValueError(f"model.patch_size must be a power of two >= 2, got {patch_size}")
-        for key, flag in (("model.pretrained", pretrained), ("model.pixel_skip", pixel_skip)):
+        for key, flag in (("model.pretrained", pretrained), ("model.pixel_skip", pixel_skip),
+                          ("model.keep_last", keep_last)):
             if not isinstance(flag, bool):
                 raise ValueError(f"{key} must be true or false, got {flag!r}")
+        for key, value in (("model.skip_frames", skip_frames), ("model.fuse_layers", fuse_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
         if d_model % nhead:
             raise ValueError(f"model.d_model ({d_model}) must be divisible by model.nhead ({nhead})")
         self.patch_size = patch_size
@@ -129,10 +151,17 @@ class EmberFormer(FireModel):
                 load_decode_head_state(pretrained_path), strict=False)
             assert not unexpected and all(k.startswith("classifier.") for k in missing)
         self.pixel_skip = bool(pixel_skip)
+        self.skip_frames = skip_frames
+        self.keep_last = keep_last
+        extras = []
         if self.pixel_skip:
-            self.name = "EmberFormer (segformer decoder, pixel skip)"
-        skip_ch = 1 + static_channels if self.pixel_skip else 0
-        self.refine = RefinementDecoder(d_model, patch_size, base_channels, skip_ch)
+            extras.append("pixel skip" if skip_frames == 1 else f"pixel skip of {skip_frames} frames")
+        if keep_last:
+            extras.append("keeps the last frame")
+        if extras:
+            self.name = f"EmberFormer (segformer decoder, {', '.join(extras)})"
+        skip_ch = skip_frames + static_channels if self.pixel_skip else 0
+        self.refine = RefinementDecoder(d_model, patch_size, base_channels, skip_ch, fuse_layers)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """temporal = embedder + transformer; spatial = everything after."""
@@ -160,6 +189,13 @@ class EmberFormer(FireModel):
         pyramid = [F.avg_pool2d(conv(grid), 2 ** i, ceil_mode=True) if i else conv(grid)
                    for i, conv in enumerate(self.pyramid)]
         coarse = self.decode_head(pyramid)                           # [B,1,Gy,Gx]
-        skip = torch.cat([fire[:, -1:], static], dim=1) if self.pixel_skip else None
-        logits = self.refine(grid, coarse, skip)                     # [B,1,Gy*P,Gx*P]
-        return logits[..., :H, :W]
+        skip = None
+        if self.pixel_skip:
+            frames = fire[:, -self.skip_frames:]                     # left-padded: zeros before t=0
+            if frames.shape[1] < self.skip_frames:
+                frames = F.pad(frames, (0, 0, 0, 0, self.skip_frames - frames.shape[1], 0))
+            skip = torch.cat([frames, static], dim=1)
+        logits = self.refine(grid, coarse, skip)[..., :H, :W]       # [B,1,H,W]
+        if self.keep_last:
+            logits = logits.masked_fill(fire[:, -1:, :H, :W] > 0.5, KEEP_LAST_LOGIT)
+        return logits
