@@ -65,7 +65,7 @@ def test_table_rows_one_per_batch_size(table_run):
         assert re.fullmatch(r"\d+%", wait) and 0 <= int(wait[:-1]) <= 100, wait
         assert re.match(r"\d+(\.\d+)? (s|min|h)", epoch), epoch
     assert "✓ largest that fits" in rows[1][5] and "✓" not in rows[0][5]
-    assert re.search(r"^\| \*\*4\*\* \|", out, re.M)  # the marked row is bold, as in the seed guide
+    assert re.search(r"^\| \*\*4\*\* \|", out, re.M)  # the marked row is bold, as in the reference guide
     assert "Largest batch size that fits: 4" in out
 
 

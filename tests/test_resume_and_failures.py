@@ -180,7 +180,7 @@ def test_non_finite_loss_in_the_first_epoch_claims_no_checkpoint(tmp_path, tiny_
      "Error: model.pretrained_path=/nonexistent is not a folder; on a machine with internet run:"),
     ("hardware.batch_size=abc", "Error: hardware.batch_size must be an integer >= 1, got 'abc'"),
     ("trainer.epochs=1.5", "Error: trainer.epochs must be an integer >= 1, got 1.5"),
-    ("+trainer.epoch=3", "Error: trainer.epoch is not a setting of Trainer; its settings: "),
+    ("+trainer.epoch=3", "Error: trainer.epoch is not a setting of Trainer; its settings: ceiling_samples, epochs, "),
     ("+foo=1", "Error: foo is not a setting: nothing reads it"),
     ("+model.foo=2", "Error: model.foo is not a setting of EmberFormer; its settings: "),
 ])

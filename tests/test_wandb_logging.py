@@ -1,4 +1,4 @@
-"""Real W&B in offline mode: every key of the seed guide's dashboard, read back with W&B's own tool."""
+"""Real W&B in offline mode: every key of the reference guide's dashboard, read back with W&B's own tool."""
 from __future__ import annotations
 
 import json

@@ -17,7 +17,7 @@ def banner(lines: list[str], title: str) -> str:
 def training_banner(*, epochs: int, model_name: str, n_params: int, device: str,
                     data: Mapping[str, int], batch_size: int, lrs: Mapping[str, float],
                     loss: str, early_stopping: str, logger_lines: list[str], run_dir: Any,
-                    resumed_at: tuple[int, int] | None) -> str:
+                    resumed_at: tuple[int, int] | None, started_from: str | None = None) -> str:
     """The banner printed before the first epoch."""
     lines = [
         f"Model: {model_name}",
@@ -32,6 +32,8 @@ def training_banner(*, epochs: int, model_name: str, n_params: int, device: str,
     if lrs:
         lines.append(f"LR temporal: {lrs.get('temporal', 0):.2e}, LR spatial: {lrs.get('spatial', 0):.2e}")
     lines += [f"Loss: {loss}", f"Early stopping: {early_stopping}", *logger_lines, f"Run dir: {run_dir}"]
+    if started_from:
+        lines.append(f"New run started from: {started_from}")
     if resumed_at is not None:
         lines.append(f"Resumed at epoch {resumed_at[0]} (step {resumed_at[1]})")
     return banner(lines, f"Starting Training: {epochs} epochs")

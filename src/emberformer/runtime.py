@@ -92,7 +92,7 @@ def _accepted_keys(target: Any) -> set[str] | None:
         if not getattr(fn, "__module__", "").startswith("emberformer"):
             return None
         params = inspect.signature(fn).parameters.values()
-        keys |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        keys |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             return keys
     return None

@@ -56,10 +56,14 @@ class Trainer:
     def __init__(self, epochs: int = 50, log_metrics_every: int = 50, seed: int = 0,
                  pred_thresh: float = 0.5, limit_batches: int | None = None, progress: bool = True,
                  evaluate_test: bool = True, ceiling_samples: int = 32):
-        if int(epochs) < 1:
-            raise ValueError(f"trainer.epochs must be >= 1, got {epochs}")
-        if int(log_metrics_every) < 1:
-            raise ValueError(f"trainer.log_metrics_every must be >= 1, got {log_metrics_every}")
+        for key, value in (("trainer.epochs", epochs), ("trainer.log_metrics_every", log_metrics_every)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+        if limit_batches is not None and (isinstance(limit_batches, bool) or not isinstance(limit_batches, int)
+                                          or limit_batches < 1):
+            raise ValueError(f"trainer.limit_batches must be null or an integer >= 1, got {limit_batches!r}")
         if not 0 < float(pred_thresh) < 1:
             raise ValueError(f"metrics.pred_thresh must be in (0, 1), got {pred_thresh}")
         self.epochs = int(epochs)
@@ -166,7 +170,8 @@ class Trainer:
             n_params=self.n_params, device=self.hw.describe(), data=self.data.describe(),
             batch_size=self.data.batch_size, lrs=lrs, loss=self.loss_fn.describe(),
             early_stopping=self.early.describe(), logger_lines=self.logger.banner(), run_dir=self.run_dir,
-            resumed_at=(self.state.epoch, self.state.global_step) if self.state.resumed else None), flush=True)
+            resumed_at=(self.state.epoch, self.state.global_step) if self.state.resumed else None,
+            started_from=self.state.started_from), flush=True)
         if not self.trainable:
             print("Model has no trainable parameters: one evaluation pass, no optimizer steps.")
 
@@ -201,7 +206,9 @@ class Trainer:
         seen = 0
         partial = self.state.take_partial()
         if partial is not None:  # resumed mid-epoch: carry the epoch's counts so far
-            metrics.counts += partial["counts"].to(self.device)
+            for name in ("counts", "pos_hist", "neg_hist"):
+                if name in partial:  # checkpoints before the AP histograms were saved lack them
+                    getattr(metrics, name).add_(partial[name].to(self.device))
             sums += partial["sums"].to(self.device)
             seen = int(partial["seen"])
         loader.sampler.set_epoch(epoch, seen)  # type: ignore[union-attr]
@@ -255,8 +262,10 @@ class Trainer:
         for (step, _, T_avg), row in zip(buffer, values):
             if not all(math.isfinite(x) for x in row):
                 buffer.clear()
-                raise NonFiniteLoss(f"non-finite loss ({row[0]}) at epoch {epoch}, step {step}; "
-                                    f"best.pt (epoch {self.early.best_epoch}) is kept")
+                best = self.checkpoints.path("best")
+                kept = (f"best.pt (epoch {self.early.best_epoch}) is kept" if best.is_file() and self.early.best_epoch
+                        else "no checkpoint was written (no epoch had finished)")
+                raise NonFiniteLoss(f"non-finite loss ({row[0]}) at epoch {epoch}, step {step}; {kept}")
             rec = {"train/loss_step": row[0], **{f"train/{c}_step": x for c, x in zip(comp_names, row[1:])},
                    "train/batch_T_avg": T_avg}
             self.logger.log(rec, step=step)
@@ -352,7 +361,8 @@ class Trainer:
         signum = self.signals.received or signal.SIGTERM
         path = self.checkpoints.path("last")
         if self.main:
-            partial = {"seen": seen, "counts": metrics.counts.cpu(), "sums": sums.cpu()}
+            partial = {"seen": seen, "counts": metrics.counts.cpu(), "pos_hist": metrics.pos_hist.cpu(),
+                       "neg_hist": metrics.neg_hist.cpu(), "sums": sums.cpu()}
             self.checkpoints.save_partial(self.state, epoch, partial, self.logger.run_id)
             self.logger.finish(exit_code=128 + signum)
         raise Interrupted(signum, f"Interrupted at epoch {epoch}, step {self.state.global_step}; "
@@ -383,6 +393,8 @@ class Trainer:
             **self.data.describe(),
             **prefixed("best/", self.state.best_metrics),
         }
+        if self.state.started_from:
+            summary["started_from"] = self.state.started_from
         if self.copy_last_val is not None:
             summary.update(prefixed("copy_last/val_", self.copy_last_val))
         best_path = self.checkpoints.path("best")
