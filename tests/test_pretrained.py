@@ -41,6 +41,17 @@ def test_decode_head_loaded_from_local_folder(tmp_path):
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in fresh.parameters())
 
 
+def test_weights_of_other_sizes_name_the_size_keys(tmp_path):
+    tiny_segformer(tmp_path / "segformer")
+    with pytest.raises(ValueError) as e:
+        EmberFormer(static_channels=2, d_model=16, nhead=2, num_layers=1, dim_feedforward=32,
+                    segformer_hidden_sizes=(16, 16, 16, 16), decoder_hidden_size=16, base_channels=8,
+                    pretrained=True, pretrained_path=str(tmp_path / "segformer"))
+    assert str(e.value) == ("model.pretrained=true: the saved decode-head weights do not fit "
+                            "model.segformer_hidden_sizes=[16, 16, 16, 16] and model.decoder_hidden_size=16 "
+                            "(SegFormer-B1's are [64, 128, 320, 512] and 256)")
+
+
 def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
     with pytest.raises(PretrainedNotFound, match="is not a folder; on a machine with internet run"):
         make(pretrained=True, pretrained_path=str(tmp_path / "nope"))

@@ -147,8 +147,13 @@ class EmberFormer(FireModel):
                                   decoder_hidden_size=decoder_hidden_size, num_labels=1)
         self.decode_head = SegformerDecodeHead(seg_cfg)
         if pretrained:
-            missing, unexpected = self.decode_head.load_state_dict(
-                load_decode_head_state(pretrained_path), strict=False)
+            try:
+                missing, unexpected = self.decode_head.load_state_dict(
+                    load_decode_head_state(pretrained_path), strict=False)
+            except RuntimeError:  # size mismatch: the weights are SegFormer-B1's
+                raise ValueError(f"model.pretrained=true: the saved decode-head weights do not fit "
+                                 f"model.segformer_hidden_sizes={list(sizes)} and model.decoder_hidden_size="
+                                 f"{decoder_hidden_size} (SegFormer-B1's are [64, 128, 320, 512] and 256)") from None
             assert not unexpected and all(k.startswith("classifier.") for k in missing)
         self.pixel_skip = bool(pixel_skip)
         self.skip_frames = skip_frames
