@@ -22,7 +22,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -116,8 +116,16 @@ def ensemble_states(rep: Replay, t: int, seeds: list[int], lead: int = 1) -> tor
     steps from frame t + i to t + i + 1, as in generation. Run r draws its random numbers exactly
     as ``WildfireModel.compute`` does after ``reset(seed=seeds[r])``.
     """
-    if lead < 1 or t + lead > len(rep.weather["WS"]):
-        raise ValueError(f"lead {lead} from frame {t} runs past the weather rows ({len(rep.weather['WS'])})")
+    for state in lead_states(rep, t, seeds, lead):
+        pass
+    return state
+
+
+def lead_states(rep: Replay, t: int, seeds: list[int], horizon: int = 1) -> Iterator[torch.Tensor]:
+    """The ensemble's states bool [R, 2, H, W] at frames t + 1 .. t + horizon, one per lead, from
+    one run: the state at lead k is exactly ``ensemble_states(rep, t, seeds, k)``."""
+    if horizon < 1 or t + horizon > len(rep.weather["WS"]):
+        raise ValueError(f"lead {horizon} from frame {t} runs past the weather rows ({len(rep.weather['WS'])})")
     R = len(seeds)
     start = torch.from_numpy(rep.states[t])
     H, W = start.shape[-2:]
@@ -125,7 +133,7 @@ def ensemble_states(rep: Replay, t: int, seeds: list[int], lead: int = 1) -> tor
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     rand_prop = torch.empty(R, H, W)
     rand_cont = torch.empty(R, H, W)
-    for i in range(lead):
+    for i in range(horizon):
         p, p_continue = _propagation(rep.env, rep.weather["WS"][t + i], rep.weather["WD"][t + i])
         for _ in range(rep.steps_per_frame):
             burning, burned = state[:, 0], state[:, 1]
@@ -136,7 +144,7 @@ def ensemble_states(rep: Replay, t: int, seeds: list[int], lead: int = 1) -> tor
             ignite = torch.where(~(burning | burned), torch.relu(p_ign - rand_prop), 0) > 0
             burn_out = torch.where(burning, torch.relu(rand_cont - p_continue), 0) > 0
             state = torch.stack(((burning | ignite) & ~burn_out, burned | burn_out), dim=1)
-    return state
+        yield state
 
 
 def ensemble_probability(rep: Replay, t: int, seeds: list[int], lead: int = 1) -> np.ndarray:
@@ -227,6 +235,66 @@ def ceiling_scores(data: Any, split: str = "test", samples: int = 32, threshold:
     """The simulator ceiling's metrics on ``split`` (None, with a one-line notice, off synthetic data)."""
     out = compute(data, split, samples, threshold, progress)
     return None if out is None else out["ceiling"]
+
+
+def by_lead(data: Any, split: str, samples: int, horizon: int, pairs: list[tuple[int, int]],
+            threshold: float = 0.5, progress: bool = True) -> dict[int, dict[str, float]] | None:
+    """The ceiling at leads 1..``horizon`` on the samples ``pairs`` ((sequence, t), each with
+    ``horizon`` real frames after t): ``{lead: metrics}`` as :func:`compute`'s ``"ceiling"``.
+
+    Each sample's ensemble (the seeds of the one-step ceiling) runs from the true state at frame t
+    through the weather rows t, t+1, ... in order; p > ``threshold`` at frame t + lead is scored
+    against that frame, growth counted against frame t. Cached under ``<cache_dir>/ceiling/by_lead/``.
+    None, with a one-line notice, for data without a simulator.
+    """
+    gen = getattr(data, "gen", None)
+    if gen is None:
+        print(NO_SIMULATOR, flush=True)
+        return None
+    if int(samples) < 1:
+        raise ValueError(f"ceiling.samples must be >= 1, got {samples}")
+    if not data.datasets:
+        data.setup()
+    path, key = _cache_file(data, split, samples, threshold)
+    key.update(horizon=int(horizon), pairs=[[int(sid), int(t)] for sid, t in pairs])
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    path = path.parent / "by_lead" / f"{Path(data.prepare_root()).name}-{split}-h{horizon}-{digest}.json"
+    if path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == key:
+                return {int(k): v for k, v in cached["result"].items()}
+        except (OSError, ValueError):
+            pass  # unreadable: compute it again
+    ds = data.datasets[split]
+    reps = replay(sorted({sid for sid, _ in pairs}), **gen)
+    pixels = {k: PixelMetrics(threshold) for k in range(1, horizon + 1)}
+    calib = {k: Calibration() for k in range(1, horizon + 1)}
+    bar = tqdm(pairs, desc=f"Simulator ceiling ({split}, leads 1..{horizon})", disable=not progress,
+               unit="sample", dynamic_ncols=True, mininterval=0.5)
+    as4 = (lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None])
+    with synthetic._isolated_torch():
+        for sid, t in bar:
+            rep = reps[sid]
+            W = rep.states.shape[-1]
+            last = _unpack(ds._map(sid, "fire")[t], W)
+            if not np.array_equal(rep.states[t].any(0), last):
+                raise RuntimeError(f"sequence {sid}: the re-simulated frame {t} differs from the data "
+                                   f"(was the data set made by another generator version?)")
+            lst = as4(last)
+            mask = torch.ones_like(lst)
+            seeds = run_seeds(gen["seed"], sid, t, samples)
+            for lead, state in enumerate(lead_states(rep, t, seeds, horizon), start=1):
+                prob = as4(state.any(dim=1).float().mean(0).numpy())
+                tgt = as4(_unpack(ds._map(sid, "iso")[t + lead], W)).float()
+                pixels[lead].update(prob, tgt, mask, lst)
+                calib[lead].update(prob, tgt, mask)
+    result = {k: _result(pixels[k], calib[k], len(pairs)) for k in pixels}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps({"key": key, "result": result}, indent=1) + "\n")
+    os.replace(tmp, path)
+    return result
 
 
 def gap_closed(model_f1: float, copy_last_f1: float, ceiling_f1: float) -> float | None:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from emberformer import ceiling, runtime
+from emberformer import ceiling, rollout, runtime
 from emberformer.data.datamodule import SPLITS
 from emberformer.data.dataset import to_device
 from emberformer.hardware import Hardware
@@ -164,8 +164,8 @@ def write_examples(out: Path, examples: list[tuple[dict, np.ndarray]], threshold
 
 
 def write_report(path: Path, title: str, table: list[tuple], hist: list[tuple],
-                 figures: list[Path]) -> None:
-    """report.md: both tables and links to the figures."""
+                 figures: list[Path], extra: list[str] = ()) -> None:
+    """report.md: both tables, ``extra`` lines (the by-lead section) and links to the figures."""
     header = ["metric", "model", "copy-last"]
     if table and len(table[0]) == 5:
         header += ["ceiling", "gap closed"]
@@ -173,7 +173,7 @@ def write_report(path: Path, title: str, table: list[tuple], hist: list[tuple],
           markdown(header, table), "",
           "## By history length (real input steps)", "",
           markdown(["history", "samples", "model F1", "copy-last F1", "model growth F1",
-                    "copy-last growth F1"], hist), "",
+                    "copy-last growth F1"], hist), "", *extra,
           "## Figures", "", *[f"- [{p.name}]({p.relative_to(path.parent).as_posix()})" for p in figures], ""]
     path.write_text("\n".join(md))
 
@@ -185,12 +185,14 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
     if not isinstance(cfg.examples, int) or cfg.examples < 0:
         raise ValueError(f"examples must be an integer >= 0, got {cfg.examples!r}")
+    horizon = rollout.check_horizon(cfg.get("horizon", 1))
     run_dir = runtime.run_dir()
     cfg, ckpt = scoring_config(cfg)
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
     data.setup()
+    rollout.check_horizon(horizon, data.datasets[cfg.split], f"of the {cfg.split} split ")
     model = build_model(cfg, data.static_channels, ckpt, device)
     thresh = float(cfg.metrics.pred_thresh)
     total, by_len, examples = score(model, data.loader(cfg.split, int(cfg.seed)), hardware, device,
@@ -201,14 +203,23 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         ceil = ceiling.ceiling_scores(data, cfg.split, samples)
         if ceil is not None:
             result["ceiling"] = ceiling_entry(ceil)
+    if horizon > 1:
+        result["by_lead"] = by_lead(model, data, cfg.split, horizon, hardware, device, thresh, samples)
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     figures = [run_dir / "pr_curve.png"]
     pr_curve(figures[0], total.pixels["model"], result)
+    lead_md: list[str] = []
+    if horizon > 1:
+        figures.append(run_dir / "lead_time.png")
+        rollout.lead_time_figure(figures[-1], result["by_lead"])
+        header, lead_table = rollout.lead_rows(result["by_lead"])
+        lead_md = [f"## By lead time (autoregressive rollout, {lead_table[0][1]} samples with {horizon} "
+                   "frames ahead)", "", markdown(header, lead_table), ""]
     figures += write_examples(run_dir / "examples", examples, thresh)
     table, hist = side_by_side(result), history_rows(by_len)
     name = getattr(model, "name", type(model).__name__)
     title = f"{name} on the {cfg.split} split ({result['model']['samples']} samples)"
-    write_report(run_dir / "report.md", title, table, hist, figures)
+    write_report(run_dir / "report.md", title, table, hist, figures, lead_md)
     print(f"{title}, checkpoint: {cfg.ckpt_path or 'none'}")
     wide = "ceiling" in result
     print(f"  {'metric':<17}{'model':>10}{'copy-last':>11}" + (f"{'ceiling':>10}{'gap closed':>12}" if wide else ""))
@@ -217,8 +228,28 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     print(f"  {'history':>7}{'samples':>9}{'F1':>9}{'copy F1':>9}{'growth F1':>11}{'copy gF1':>10}")
     for row in hist:
         print(f"  {row[0]:>7}{row[1]:>9}" + "".join(f"{v:>{w}}" for v, w in zip(row[2:], (9, 9, 11, 10))))
+    if horizon > 1:
+        print(f"  by lead ({lead_table[0][1]} samples with {horizon} frames ahead):")
+        for row in [header, *lead_table]:
+            print("  " + "".join(f"{str(c):>{max(6, len(h) + 1)}}" for c, h in zip(row, header)))
     print(f"Report: {run_dir / 'report.md'}", flush=True)
     return result
+
+
+def by_lead(model: nn.Module, data, split: str, horizon: int, hardware: Hardware, device: torch.device,
+            threshold: float, ceiling_samples: int) -> dict[str, dict[str, dict[str, float]]]:
+    """metrics.json's ``by_lead``: model (autoregressive), copy-last and ceiling at leads 1..horizon,
+    all on the samples of ``split`` with ``horizon`` frames ahead (see :mod:`emberformer.rollout`)."""
+    ds = data.datasets[split]
+    scores = rollout.score_by_lead(model, ds, horizon, data.static_raster().to(device), device, threshold,
+                                   data.batch_size, lambda: Scores(threshold, device), hardware.autocast)
+    out = {str(k): s.result() for k, s in scores.items()}
+    if ceiling_samples and getattr(data, "gen", None) is not None:  # off synthetic data: noticed once above
+        pairs = [ds.samples[i] for i in rollout.eligible(ds, horizon)]
+        ceil = ceiling.by_lead(data, split, ceiling_samples, horizon, pairs)
+        for k, entry in (ceil or {}).items():
+            out[str(k)]["ceiling"] = ceiling_entry(entry)
+    return out
 
 
 @hydra.main(config_path=CONF, config_name="evaluate", version_base="1.3")
