@@ -3,6 +3,10 @@
 Every sample of the sequence (history 0..t -> frame t+1) is predicted with the checkpoint's model
 and written as ``pred_XXX.png`` (XXX = t+1) in the data layout's colours, plus an animated
 ``sequence_<id>.gif`` of history (last input) | prediction | truth.
+
+With ``horizon=K [start=T]`` the model forecasts K frames ahead from observed frames 0..T (T
+default 0) by an autoregressive rollout (:mod:`emberformer.rollout`): ``forecast_XXX.png`` for
+frames T+1..T+K and ``sequence_<id>_from_<T>.gif`` of last observed frame | forecast | truth.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from emberformer import runtime
+from emberformer import rollout, runtime
 from emberformer.data.cache import build_cache, read_index
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import encode_mask, write_mask
@@ -41,7 +45,8 @@ def sequence_id(value: object, ids: list[int], root: Path) -> int:
     return sid
 
 
-def gif_frame(last: np.ndarray, pred: np.ndarray, truth: np.ndarray, caption: str) -> Image.Image:
+def gif_frame(last: np.ndarray, pred: np.ndarray, truth: np.ndarray, caption: str,
+              labels: tuple[str, str, str] = LABELS) -> Image.Image:
     """Three tiles (history | prediction | truth) in the layout's colours, with labels."""
     h, w = pred.shape
     scale = max(1, 160 // max(h, w))
@@ -49,7 +54,7 @@ def gif_frame(last: np.ndarray, pred: np.ndarray, truth: np.ndarray, caption: st
     img = Image.new("RGB", (3 * w * scale + 2 * gap, h * scale + top), (255, 255, 255))
     draw = ImageDraw.Draw(img)
     draw.text((2, 2), caption, fill=(0, 0, 0))
-    for i, (mask, label) in enumerate(zip((last, pred, truth), LABELS)):
+    for i, (mask, label) in enumerate(zip((last, pred, truth), labels)):
         x = i * (w * scale + gap)
         tile = Image.fromarray(encode_mask(mask > 0.5, "fire")).resize((w * scale, h * scale), Image.NEAREST)
         img.paste(tile, (x, top))
@@ -61,6 +66,11 @@ def gif_frame(last: np.ndarray, pred: np.ndarray, truth: np.ndarray, caption: st
 def predict(cfg: DictConfig) -> list[Path]:
     """Write the predicted frames and the GIF of ``cfg.sequence``; return the PNG paths."""
     out = Path(cfg.out_dir).expanduser() if cfg.out_dir else runtime.run_dir()
+    horizon, start = cfg.get("horizon"), cfg.get("start")
+    if horizon is None and start is not None:
+        raise ValueError(f"start={start} needs horizon=K (forecast K frames ahead from frame {start})")
+    if horizon is not None:
+        horizon = rollout.check_horizon(horizon)
     cfg, ckpt = scoring_config(cfg)
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
@@ -76,6 +86,8 @@ def predict(cfg: DictConfig) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths, frames = [], []
     static = samples.static_raster().to(device)
+    if horizon is not None:
+        return forecast(model, samples, sid, horizon, start, static, device, thresh, hardware.autocast, out)
     for batch in DataLoader(samples, batch_size=data.batch_size, collate_fn=collate):
         b = to_device(batch, device, static)
         pred = (model_step(model, b, hardware.autocast).prob > thresh)[:, 0, :h, :w].cpu().numpy()
@@ -90,6 +102,38 @@ def predict(cfg: DictConfig) -> list[Path]:
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=GIF_MS, loop=0)
     print(f"Sequence {sid}: {len(paths)} predicted frames ({paths[0].name}..{paths[-1].name}) and "
           f"{gif.name} in {out}", flush=True)
+    return paths
+
+
+def forecast(model, samples: FireSamples, sid: int, horizon: int, start: object, static: torch.Tensor,
+             device: torch.device, thresh: float, autocast, out: Path) -> list[Path]:
+    """Roll the model out ``horizon`` frames from frame ``start`` of sequence ``sid``: forecast PNGs
+    and a GIF of last observed frame | forecast | truth, step by step."""
+    frames = samples.meta[sid].frames
+    start = 0 if start is None else start
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= frames - 2:
+        raise ValueError(f"start={start} is not a frame of sequence {sid} to forecast from "
+                         f"(it has {frames} frames: start=0..{frames - 2})")
+    if start + horizon > frames - 1:
+        raise ValueError(f"horizon={horizon} from start={start} runs past the end of sequence {sid} "
+                         f"({frames} frames: at most horizon={frames - 1 - start} from start={start})")
+    index = samples.samples.index((sid, start))
+    h, w = samples.meta[sid].height, samples.meta[sid].width
+    leads = rollout.rollout_batch(model, samples, [index], horizon, static, device, thresh, autocast)
+    labels = (f"last observed (frame {start})", "forecast", "truth")
+    paths, images = [], []
+    for lead in leads:
+        t = start + lead.lead
+        frame = lead.frame[0, 0, :h, :w].cpu().numpy()
+        paths.append(out / f"forecast_{t:03d}.png")
+        write_mask(paths[-1], frame, "fire")
+        images.append(gif_frame(lead.observed[0, 0, :h, :w].cpu().numpy(), frame,
+                                lead.target[0, 0, :h, :w].cpu().numpy(),
+                                f"sequence {sid}: frames 0..{start} -> frame {t} (lead {lead.lead})", labels))
+    gif = out / f"sequence_{sid}_from_{start}.gif"
+    images[0].save(gif, save_all=True, append_images=images[1:], duration=GIF_MS, loop=0)
+    print(f"Sequence {sid}: forecast of {horizon} frames from frame {start} ({paths[0].name}..{paths[-1].name}) "
+          f"and {gif.name} in {out}", flush=True)
     return paths
 
 
