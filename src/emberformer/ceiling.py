@@ -173,6 +173,44 @@ def _cache_file(data: Any, split: str, samples: int, threshold: float) -> tuple[
     return path, key
 
 
+def _simulator_settings(data: Any, samples: int) -> dict | None:
+    """The generator settings of a synthetic data module (set up), or None with a one-line notice."""
+    gen = getattr(data, "gen", None)
+    if gen is None:
+        print(NO_SIMULATOR, flush=True)
+        return None
+    if int(samples) < 1:
+        raise ValueError(f"ceiling.samples must be >= 1, got {samples}")
+    if not data.datasets:
+        data.setup()
+    return gen
+
+
+def _read_cache(path: Path, key: dict) -> Any | None:
+    """A cached result written for ``key``; None when absent, for another key, or unreadable."""
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return cached["result"] if isinstance(cached, dict) and cached.get("key") == key else None
+
+
+def _write_cache(path: Path, key: dict, result: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps({"key": key, "result": result}, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _observed_frame(ds: Any, rep: Any, sid: int, t: int) -> np.ndarray:
+    """Frame t of sequence ``sid`` from the cache, checked against the re-simulated state."""
+    last = _unpack(ds._map(sid, "fire")[t], rep.states.shape[-1])
+    if not np.array_equal(rep.states[t].any(0), last):
+        raise RuntimeError(f"sequence {sid}: the re-simulated frame {t} differs from the data "
+                           f"(was the data set made by another generator version?)")
+    return last
+
+
 def compute(data: Any, split: str = "test", samples: int = 32, threshold: float = 0.5,
             progress: bool = True) -> dict[str, dict[str, float]] | None:
     """``{"ceiling": {...}, "copy_last": {...}}`` on ``split`` of a set-up synthetic data module.
@@ -181,24 +219,15 @@ def compute(data: Any, split: str = "test", samples: int = 32, threshold: float 
     ``ece`` and ``samples``). None, with a one-line notice, for data without a simulator.
     Cached: a second call with the same data, split, samples and threshold reads the file back.
     """
-    gen = getattr(data, "gen", None)
+    gen = _simulator_settings(data, samples)
     if gen is None:
-        print(NO_SIMULATOR, flush=True)
         return None
-    if int(samples) < 1:
-        raise ValueError(f"ceiling.samples must be >= 1, got {samples}")
     if not 0 < float(threshold) < 1:
         raise ValueError(f"ceiling threshold must be in (0, 1), got {threshold}")
-    if not data.datasets:
-        data.setup()
     path, key = _cache_file(data, split, samples, threshold)
-    if path.is_file():
-        try:
-            cached = json.loads(path.read_text())
-            if cached.get("key") == key:
-                return cached["result"]
-        except (OSError, ValueError):
-            pass  # unreadable: compute it again
+    cached = _read_cache(path, key)
+    if cached is not None:
+        return cached
     ds = data.datasets[split]
     reps = replay(ds.seq_ids, **gen)
     pixels = {name: PixelMetrics(threshold) for name in ("ceiling", "copy_last")}
@@ -208,12 +237,8 @@ def compute(data: Any, split: str = "test", samples: int = 32, threshold: float 
     with synthetic._isolated_torch():
         for sid, t in bar:
             rep = reps[sid]
-            W = rep.states.shape[-1]
-            last = _unpack(ds._map(sid, "fire")[t], W)
-            target = _unpack(ds._map(sid, "iso")[t + 1], W)
-            if not np.array_equal(rep.states[t].any(0), last):
-                raise RuntimeError(f"sequence {sid}: the re-simulated frame {t} differs from the data "
-                                   f"(was the data set made by another generator version?)")
+            last = _observed_frame(ds, rep, sid, t)
+            target = _unpack(ds._map(sid, "iso")[t + 1], rep.states.shape[-1])
             prob = ensemble_probability(rep, t, run_seeds(gen["seed"], sid, t, samples))
             as4 = (lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None])
             tgt, lst = as4(target).float(), as4(last)
@@ -223,10 +248,7 @@ def compute(data: Any, split: str = "test", samples: int = 32, threshold: float 
                 calib[name].update(pr, tgt, mask)
     n = len(ds.samples)
     result = {name: _result(pixels[name], calib[name], n) for name in pixels}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps({"key": key, "result": result}, indent=1) + "\n")
-    os.replace(tmp, path)
+    _write_cache(path, key, result)
     return result
 
 
@@ -247,25 +269,16 @@ def by_lead(data: Any, split: str, samples: int, horizon: int, pairs: list[tuple
     against that frame, growth counted against frame t. Cached under ``<cache_dir>/ceiling/by_lead/``.
     None, with a one-line notice, for data without a simulator.
     """
-    gen = getattr(data, "gen", None)
+    gen = _simulator_settings(data, samples)
     if gen is None:
-        print(NO_SIMULATOR, flush=True)
         return None
-    if int(samples) < 1:
-        raise ValueError(f"ceiling.samples must be >= 1, got {samples}")
-    if not data.datasets:
-        data.setup()
     path, key = _cache_file(data, split, samples, threshold)
     key.update(horizon=int(horizon), pairs=[[int(sid), int(t)] for sid, t in pairs])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     path = path.parent / "by_lead" / f"{Path(data.prepare_root()).name}-{split}-h{horizon}-{digest}.json"
-    if path.is_file():
-        try:
-            cached = json.loads(path.read_text())
-            if cached.get("key") == key:
-                return {int(k): v for k, v in cached["result"].items()}
-        except (OSError, ValueError):
-            pass  # unreadable: compute it again
+    cached = _read_cache(path, key)
+    if cached is not None:
+        return {int(k): v for k, v in cached.items()}
     ds = data.datasets[split]
     reps = replay(sorted({sid for sid, _ in pairs}), **gen)
     pixels = {k: PixelMetrics(threshold) for k in range(1, horizon + 1)}
@@ -277,11 +290,7 @@ def by_lead(data: Any, split: str, samples: int, horizon: int, pairs: list[tuple
         for sid, t in bar:
             rep = reps[sid]
             W = rep.states.shape[-1]
-            last = _unpack(ds._map(sid, "fire")[t], W)
-            if not np.array_equal(rep.states[t].any(0), last):
-                raise RuntimeError(f"sequence {sid}: the re-simulated frame {t} differs from the data "
-                                   f"(was the data set made by another generator version?)")
-            lst = as4(last)
+            lst = as4(_observed_frame(ds, rep, sid, t))
             mask = torch.ones_like(lst)
             seeds = run_seeds(gen["seed"], sid, t, samples)
             for lead, state in enumerate(lead_states(rep, t, seeds, horizon), start=1):
@@ -290,10 +299,7 @@ def by_lead(data: Any, split: str, samples: int, horizon: int, pairs: list[tuple
                 pixels[lead].update(prob, tgt, mask, lst)
                 calib[lead].update(prob, tgt, mask)
     result = {k: _result(pixels[k], calib[k], len(pairs)) for k in pixels}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps({"key": key, "result": result}, indent=1) + "\n")
-    os.replace(tmp, path)
+    _write_cache(path, key, result)
     return result
 
 
