@@ -56,8 +56,12 @@ def test_pruned_study_records_states_writes_insight_and_resumes(tmp_path, run_en
     states = [t.state for t in trials]
     assert len(trials) == 4 and TrialState.PRUNED in states and TrialState.COMPLETE in states, states
     assert TrialState.FAIL not in states
-    for t in trials:  # every job reported each epoch it ran to its own trial
+    for t in trials:  # every job reported each epoch it ran to its own trial: its best val/loss so far
         assert t.intermediate_values and min(t.intermediate_values) == 1
+        curve = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
+        assert all(b <= a for a, b in zip(curve, curve[1:])), curve
+        if t.state == TrialState.COMPLETE:
+            assert curve[-1] == pytest.approx(t.value)
         if t.state == TrialState.PRUNED:
             assert t.user_attrs[PRUNED_ATTR] == max(t.intermediate_values) < 3
         else:
@@ -136,8 +140,22 @@ def test_trial_pruning_reports_to_its_trial_and_is_a_noop_outside_a_study(tmp_pa
     assert fresh[worse.number].user_attrs[PRUNED_ATTR] == 1
     assert fresh[better.number].intermediate_values == {1: 0.5}
     assert TrialPruning.from_hydra().report(1, 0.1) is False  # not under Hydra: nothing to report to
-    with pytest.raises(ValueError, match="allowed: median, hyperband, none"):
+    with pytest.raises(ValueError, match="allowed: median, successive_halving, hyperband, none"):
         build_pruner("asha")
+
+
+def test_successive_halving_keeps_only_the_best_third_at_each_rung(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    pruner = build_pruner("successive_halving", {"min_resource": 1, "reduction_factor": 3})
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    verdicts = []
+    for value in (0.5, 0.9, 0.2, 0.8, 0.95, 0.1):  # epoch-1 values of six trials, one after the other
+        t = study.ask()
+        verdicts.append(TrialPruning.open("s", url, t.number, pruner).report(1, value))
+    # a trial goes on only while it is within the best third of the trials that reached epoch 1
+    # (the first ones: only when it is the best so far)
+    assert verdicts == [False, False, True, True, False, True]
 
 
 def test_study_app_errors_are_one_line(tmp_path, run_env):

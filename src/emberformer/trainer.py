@@ -345,11 +345,13 @@ class Trainer:
         self.checkpoints.save_epoch(self.state, epoch, metrics, is_best, self.logger.run_id)
 
     def _pruned(self, epoch: int, metrics: dict[str, float]) -> bool:
-        """In an Optuna study: report this epoch's monitored value to the trial; True when its
-        pruner says stop (the run then ends like an early stop; the sweeper records PRUNED)."""
+        """In an Optuna study: report the run's objective so far (the best monitored value, what
+        the trial would return if it ended now) to its trial; True when the pruner says stop (the
+        run then ends like an early stop; the sweeper records PRUNED). A best-so-far curve does not
+        let one noisy epoch prune a trial whose best.pt is already ahead."""
         if not self.pruning.active:
             return False
-        value = metrics[self.early.monitor]
+        value = self.early.best_value if math.isfinite(self.early.best_value) else metrics[self.early.monitor]
         stop = distributed.broadcast_flag(self.main and self.pruning.report(epoch, value), self.device)
         if stop and self.main:
             print(self.pruning.message(self.early.monitor, value), flush=True)

@@ -1,4 +1,5 @@
-"""Job side of a pruned Optuna study: report the monitored value every epoch, ask whether to stop.
+"""Job side of a pruned Optuna study: report the best monitored value so far every epoch, ask
+whether to stop.
 
 The sweeper (``emberformer.sweeps.optuna_sweeper``) hands each job its trial number through the
 job's own config: ``hydra.job.env_set.EMBERFORMER_OPTUNA_TRIAL=<number>``, with ``..._STUDY``
@@ -24,7 +25,7 @@ STUDY_ENV = "EMBERFORMER_OPTUNA_STUDY"
 STORAGE_ENV = "EMBERFORMER_OPTUNA_STORAGE"
 FAIL_ATTR = "fail_reason"
 PRUNED_ATTR = "pruned_at_epoch"
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "successive_halving", "hyperband", "none")
 
 
 def build_pruner(name: str, settings: Mapping[str, Any] | None = None, max_epochs: int | None = None):
@@ -35,6 +36,8 @@ def build_pruner(name: str, settings: Mapping[str, Any] | None = None, max_epoch
     opts = dict(settings or {})
     if name == "median":
         return optuna.pruners.MedianPruner(**opts)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(**opts)
     if name == "hyperband":
         if opts.get("max_resource") is None:  # null: the run's trainer.epochs
             opts["max_resource"] = int(max_epochs) if max_epochs else "auto"
@@ -114,7 +117,7 @@ class TrialPruning:
 
     def message(self, monitor: str, value: float) -> str:
         return (f"Pruned by the Optuna study at epoch {self.pruned_at} (trial {self.number}, "
-                f"{monitor}={value:.4f} behind the other trials); best.pt and last.pt are kept")
+                f"best {monitor}={value:.4f} behind the other trials); best.pt and last.pt are kept")
 
 
 def mark_run_pruned(logger: Any, epoch: int) -> None:
