@@ -179,3 +179,31 @@ def test_the_trial_handed_to_a_job_survives_hydra_override_parsing(tmp_path, mon
         f"sqlite:///{tmp_path}/multirun/optuna/s/optuna.db"
     assert absolute_storage("sqlite:////abs/optuna.db") == "sqlite:////abs/optuna.db"
     assert absolute_storage("postgresql://h/db") == "postgresql://h/db" and absolute_storage(None) is None
+
+
+BRACKETS = """
+import optuna, sys
+from emberformer.sweeps.pruning import build_pruner
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.create_study(study_name="loss_weights", direction="maximize",
+                            pruner=build_pruner("hyperband", {"min_resource": 1, "reduction_factor": 3}, 27))
+ids = []
+for _ in range(24):
+    t = study.ask()
+    t.report(0.5, 1)
+    t.should_prune()  # sets up the brackets
+    ids.append(study.pruner._get_bracket_id(study, study._storage.get_trial(t._trial_id)))
+print(ids)
+"""
+
+
+def test_hyperband_puts_a_trial_in_the_same_bracket_in_every_process(tmp_path):
+    # the sweeper and each job compute a trial's bracket on their own; Python's hash() would differ
+    def brackets(seed: str) -> list[int]:
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", BRACKETS], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = brackets("1")
+    assert first == brackets("2") and len(set(first)) == 4, first  # 27 epochs, factor 3: 4 brackets

@@ -151,8 +151,8 @@ def _mark_pruned(ax: Any, study: optuna.Study, metric: str) -> Any:
                     label=None if crossed else "pruned here")
             crossed = True
     ax.set_xlabel("Epoch")
-    ax.set_ylabel(metric)
-    ax.set_title(f"Per-epoch {metric} of every trial")
+    ax.set_ylabel(f"best {metric} so far")
+    ax.set_title(f"Best {metric} up to each epoch, every trial (what the pruner judges)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=7, ncol=1 + len(ax.get_lines()) // 25)
     return ax
 

@@ -5,7 +5,8 @@ search-space syntax, same SQLite/database studies); Hydra instantiates it throug
 ``hydra_plugins.emberformer_sweepers.EmberformerOptunaSweeper`` (a subclass of the plugin's
 ``OptunaSweeper``; Hydra loads sweepers only from ``hydra_plugins``). It adds:
 
-- ``pruner: median | hyperband | none`` (settings under ``pruners.<name>``): Optuna's own pruners.
+- ``pruner: successive_halving | median | hyperband | none`` (settings under ``pruners.<name>``): Optuna's
+  own pruners.
   Each job gets its trial through its config (``hydra.job.env_set.EMBERFORMER_OPTUNA_TRIAL``,
   ``..._STUDY``, ``..._STORAGE``), reports its monitored value every epoch to that trial in the
   shared storage and asks whether to stop (``emberformer.sweeps.pruning``). A job that was told

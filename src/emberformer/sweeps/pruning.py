@@ -16,6 +16,7 @@ finishes trials, records it as PRUNED.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any, Mapping
@@ -41,10 +42,41 @@ def build_pruner(name: str, settings: Mapping[str, Any] | None = None, max_epoch
     if name == "hyperband":
         if opts.get("max_resource") is None:  # null: the run's trainer.epochs
             opts["max_resource"] = int(max_epochs) if max_epochs else "auto"
-        return optuna.pruners.HyperbandPruner(**opts)
+        return StableHyperbandPruner(**opts)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"hydra.sweeper.pruner={name!r} is not known; allowed: {', '.join(PRUNERS)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _stable_hyperband() -> type:
+    import binascii
+
+    import optuna
+
+    class StableHyperband(optuna.pruners.HyperbandPruner):
+        """Optuna 2.10's HyperbandPruner puts a trial into a bracket by Python's ``hash()`` of
+        ``<study>_<number>``, which is salted per process: the sweeper and each job (joblib
+        workers, SLURM jobs) would disagree on the brackets, and one command would prune
+        differently on every run. CRC32 of the same text (what later Optuna releases use) is the
+        same everywhere."""
+
+        def _get_bracket_id(self, study, trial) -> int:
+            if len(self._pruners) == 0:
+                return 0
+            n = binascii.crc32(f"{study.study_name}_{trial.number}".encode()) % self._total_trial_allocation_budget
+            for bracket_id in range(self._n_brackets):
+                n -= self._trial_allocation_budgets[bracket_id]
+                if n < 0:
+                    return bracket_id
+            raise AssertionError("unreachable: the budgets sum to the modulus")
+
+    return StableHyperband
+
+
+def StableHyperbandPruner(**opts: Any):
+    """Optuna's HyperbandPruner with a bracket assignment that is the same in every process."""
+    return _stable_hyperband()(**opts)
 
 
 def sweeper_pruner_settings(sweeper_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
