@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -200,7 +201,7 @@ print(ids)
 def test_hyperband_puts_a_trial_in_the_same_bracket_in_every_process(tmp_path):
     # the sweeper and each job compute a trial's bracket on their own; Python's hash() would differ
     def brackets(seed: str) -> list[int]:
-        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        env = {**os.environ, "PYTHONHASHSEED": seed}
         out = subprocess.run([sys.executable, "-c", BRACKETS], env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])

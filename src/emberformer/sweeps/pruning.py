@@ -16,10 +16,12 @@ finishes trials, records it as PRUNED.
 """
 from __future__ import annotations
 
-import functools
+import binascii
 import math
 import warnings
 from typing import Any, Mapping
+
+import optuna
 
 TRIAL_ENV = "EMBERFORMER_OPTUNA_TRIAL"
 STUDY_ENV = "EMBERFORMER_OPTUNA_STUDY"
@@ -31,8 +33,6 @@ PRUNERS = ("median", "successive_halving", "hyperband", "none")
 
 def build_pruner(name: str, settings: Mapping[str, Any] | None = None, max_epochs: int | None = None):
     """Optuna's own pruner for ``hydra.sweeper.pruner`` (steps are epochs, counted from 1)."""
-    import optuna
-
     name = str(name).lower()
     opts = dict(settings or {})
     if name == "median":
@@ -48,35 +48,23 @@ def build_pruner(name: str, settings: Mapping[str, Any] | None = None, max_epoch
     raise ValueError(f"hydra.sweeper.pruner={name!r} is not known; allowed: {', '.join(PRUNERS)}")
 
 
-@functools.lru_cache(maxsize=None)
-def _stable_hyperband() -> type:
-    import binascii
+class StableHyperbandPruner(optuna.pruners.HyperbandPruner):
+    """Optuna's HyperbandPruner with a bracket assignment that is the same in every process.
 
-    import optuna
+    Optuna 2.10 puts a trial into a bracket by Python's ``hash()`` of ``<study>_<number>``, which
+    is salted per process: the sweeper and each job (joblib workers, SLURM jobs) would disagree on
+    the brackets, and one command would prune differently on every run. CRC32 of the same text
+    (what later Optuna releases use) is the same everywhere."""
 
-    class StableHyperband(optuna.pruners.HyperbandPruner):
-        """Optuna 2.10's HyperbandPruner puts a trial into a bracket by Python's ``hash()`` of
-        ``<study>_<number>``, which is salted per process: the sweeper and each job (joblib
-        workers, SLURM jobs) would disagree on the brackets, and one command would prune
-        differently on every run. CRC32 of the same text (what later Optuna releases use) is the
-        same everywhere."""
-
-        def _get_bracket_id(self, study, trial) -> int:
-            if len(self._pruners) == 0:
-                return 0
-            n = binascii.crc32(f"{study.study_name}_{trial.number}".encode()) % self._total_trial_allocation_budget
-            for bracket_id in range(self._n_brackets):
-                n -= self._trial_allocation_budgets[bracket_id]
-                if n < 0:
-                    return bracket_id
-            raise AssertionError("unreachable: the budgets sum to the modulus")
-
-    return StableHyperband
-
-
-def StableHyperbandPruner(**opts: Any):
-    """Optuna's HyperbandPruner with a bracket assignment that is the same in every process."""
-    return _stable_hyperband()(**opts)
+    def _get_bracket_id(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+        if len(self._pruners) == 0:
+            return 0
+        n = binascii.crc32(f"{study.study_name}_{trial.number}".encode()) % self._total_trial_allocation_budget
+        for bracket_id in range(self._n_brackets):
+            n -= self._trial_allocation_budgets[bracket_id]
+            if n < 0:
+                return bracket_id
+        raise AssertionError("unreachable: the budgets sum to the modulus")
 
 
 def sweeper_pruner_settings(sweeper_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -117,8 +105,6 @@ class TrialPruning:
 
     @classmethod
     def open(cls, study_name: str, storage: str, number: int, pruner: Any) -> "TrialPruning":
-        import optuna
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
