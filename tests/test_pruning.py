@@ -145,6 +145,13 @@ def test_trial_pruning_reports_to_its_trial_and_is_a_noop_outside_a_study(tmp_pa
         build_pruner("asha")
 
 
+def test_a_bad_pruner_setting_names_its_key():
+    with pytest.raises(ValueError, match=r"^hydra\.sweeper\.pruners\.successive_halving: .*reduction_factor >= 2"):
+        build_pruner("successive_halving", {"reduction_factor": 1})
+    with pytest.raises(ValueError, match=r"^hydra\.sweeper\.pruners\.median: .*unexpected keyword argument 'typo'"):
+        build_pruner("median", {"typo": 1})
+
+
 def test_successive_halving_keeps_only_the_best_third_at_each_rung(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s", storage=url, direction="maximize")

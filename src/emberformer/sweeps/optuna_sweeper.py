@@ -31,7 +31,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from emberformer.sweeps.pruning import (FAIL_ATTR, PRUNED_ATTR, PRUNERS, STORAGE_ENV, STUDY_ENV, TRIAL_ENV,
+from emberformer.sweeps.pruning import (FAIL_ATTR, PRUNED_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ENV,
                                         build_pruner)
 
 log = logging.getLogger(__name__)
@@ -96,11 +96,10 @@ class PrunedOptunaSweeperImpl(OptunaSweeperImpl):
                  heartbeat_interval: int = 10, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pruner_name = str(pruner or "none").lower()
-        if self.pruner_name not in PRUNERS:
-            raise ValueError(f"hydra.sweeper.pruner={pruner!r} is not known; allowed: {', '.join(PRUNERS)}")
         self.pruner_settings: Dict[str, Any] = dict(
             (OmegaConf.to_container(pruners, resolve=True) if isinstance(pruners, DictConfig) else pruners or {})
             .get(self.pruner_name) or {})
+        build_pruner(self.pruner_name, self.pruner_settings)  # a bad name or setting fails here, before any trial
         self.heartbeat_interval = int(heartbeat_interval)
         if self.heartbeat_interval < 1:
             raise ValueError(f"hydra.sweeper.heartbeat_interval must be >= 1 s, got {heartbeat_interval}")

@@ -32,20 +32,20 @@ PRUNERS = ("median", "successive_halving", "hyperband", "none")
 
 
 def build_pruner(name: str, settings: Mapping[str, Any] | None = None, max_epochs: int | None = None):
-    """Optuna's own pruner for ``hydra.sweeper.pruner`` (steps are epochs, counted from 1)."""
+    """Optuna's own pruner for ``hydra.sweeper.pruner`` (steps are epochs, counted from 1); a bad
+    setting is a one-line ValueError naming ``hydra.sweeper.pruners.<name>``."""
     name = str(name).lower()
     opts = dict(settings or {})
-    if name == "median":
-        return optuna.pruners.MedianPruner(**opts)
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(**opts)
-    if name == "hyperband":
-        if opts.get("max_resource") is None:  # null: the run's trainer.epochs
-            opts["max_resource"] = int(max_epochs) if max_epochs else "auto"
-        return StableHyperbandPruner(**opts)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ValueError(f"hydra.sweeper.pruner={name!r} is not known; allowed: {', '.join(PRUNERS)}")
+    kinds = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+             "hyperband": StableHyperbandPruner, "none": optuna.pruners.NopPruner}
+    if name not in kinds:
+        raise ValueError(f"hydra.sweeper.pruner={name!r} is not known; allowed: {', '.join(PRUNERS)}")
+    if name == "hyperband" and opts.get("max_resource") is None:  # null: the run's trainer.epochs
+        opts["max_resource"] = int(max_epochs) if max_epochs else "auto"
+    try:
+        return kinds[name](**opts)
+    except (TypeError, ValueError) as e:  # Optuna's own check of the value, or an unknown key
+        raise ValueError(f"hydra.sweeper.pruners.{name}: {e}") from None
 
 
 class StableHyperbandPruner(optuna.pruners.HyperbandPruner):
