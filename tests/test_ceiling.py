@@ -12,11 +12,11 @@ import pytest
 import torch
 from pytorchfire import WildfireModel
 
-from emberformer import ceiling
+from emberformer.scoring import ceiling
 from emberformer.data import synthetic
 from emberformer.data.datamodule import FireDataModule, SyntheticFireDataModule
 from emberformer.data.frames import decode_mask
-from emberformer.metrics import ratios
+from emberformer.scoring.metrics import ratios
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(num_sequences=8, size=40, max_frames=6, steps_per_frame=2, seed=0)

@@ -6,13 +6,13 @@ from hydra.utils import instantiate
 
 from conftest import compose_config
 from emberformer.data.datamodule import FireDataModule, SyntheticFireDataModule
-from emberformer.early_stopping import EarlyStopping
-from emberformer.hardware import Hardware
-from emberformer.losses import BCEDiceLoss, BCELoss, DiceLoss, FocalTverskyLoss
+from emberformer.training.early_stopping import EarlyStopping
+from emberformer.training.hardware import Hardware
+from emberformer.training.losses import BCEDiceLoss, BCELoss, DiceLoss, FocalTverskyLoss
 from emberformer.models.copy_last import CopyLast
 from emberformer.models.emberformer import EmberFormer
 from emberformer.tracking import RunLogger
-from emberformer.trainer import Trainer
+from emberformer.training.trainer import Trainer
 
 
 cfg_of = compose_config
@@ -34,7 +34,7 @@ def test_defaults_are_the_seed():
     ref = cfg_of("experiment=seed_rtx3090")  # the reference run keeps the reference guide's values
     assert (ref.model.pixel_skip, ref.model.skip_frames, ref.model.fuse_layers, ref.model.keep_last) == \
         (False, 1, 1, False)
-    assert ref.optim._target_ == "emberformer.optim.adam"
+    assert ref.optim._target_ == "emberformer.training.optim.adam"
     assert (ref.optim.lr_temporal, ref.optim.lr_spatial, ref.optim.weight_decay) == (1e-3, 1e-4, 1e-4)
     es = cfg.early_stopping
     assert (es.enabled, es.patience, es.monitor, es.mode, es.min_delta) == (True, 10, "val/f1", "max", 0.001)

@@ -3,7 +3,7 @@ each one is one line naming the file or sequence (exit code 2 from the CLI, no t
 skipped with ``data.on_bad_sequence=skip`` where it concerns one sequence, or is repaired with a
 one-line notice; no temporary folder is ever left behind.
 
-The data set is test_layout_reader's: sequences 7 (Weather1.csv, 3 frames of 4x5) and 12
+The data set is test_reader's: sequences 7 (Weather1.csv, 3 frames of 4x5) and 12
 (Weather2.csv, 4 frames of 5x6).
 """
 from __future__ import annotations
@@ -21,14 +21,14 @@ import tifffile
 from PIL import Image
 
 from conftest import one_line_error, run_module
-from emberformer import runtime
+from emberformer.cli.errors import user_errors
 from emberformer.data import cache as cache_mod
-from emberformer.data import layout, synthetic
+from emberformer.data import reader, synthetic
 from emberformer.data.cache import CacheError, build_cache, read_index
 from emberformer.data.dataset import FireSamples
 from emberformer.data.frames import FrameError, decode_mask
-from emberformer.data.layout import DataError
-from test_layout_reader import FOLDERS, FRAMES, WIND7, WINDOWS, make_dataset, make_raster
+from emberformer.data.reader import DataError
+from test_reader import FOLDERS, FRAMES, WIND7, WINDOWS, make_dataset, make_raster
 
 TINY_SYNTH = dict(num_sequences=2, size=16, max_frames=3, steps_per_frame=1, seed=0)
 
@@ -41,10 +41,10 @@ def dataset(tmp_path):
 
 
 def one_line_exit_2(fn, capsys) -> str:
-    """Run fn under runtime.user_errors (what every entry point does); return the one stderr line."""
+    """Run fn under user_errors (what every entry point does); return the one stderr line."""
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        with runtime.user_errors():
+        with user_errors():
             fn()
     assert e.value.code == 2
     err = capsys.readouterr().err
@@ -89,7 +89,7 @@ def test_non_finite_wd_names_column_wd(dataset):
     path.write_text("WD, Humidity ,WS\n0,50,0\ninf,40,40\n")
     with pytest.raises(DataError, match=r"Weather2\.csv: line 3, column WD: value inf is not a finite "
                                         r"number in \[-1000, 1000\]$"):
-        layout.read_weather(path)
+        reader.read_weather(path)
 
 
 def test_nan_weather_is_skipped_with_skip_and_does_not_poison_the_others(dataset, tmp_path, capsys):
@@ -114,7 +114,7 @@ def test_geotiff_nan_cells_are_no_data_with_a_notice(tmp_path, capsys):
     raster[0, 3, 4] = np.nan
     tifffile.imwrite(root / "landscape" / "Input_Geotiff.tif", raster, photometric="minisblack",
                      planarconfig="separate")
-    r = layout.read_landscape(root)
+    r = reader.read_landscape(root)
     out = capsys.readouterr().out
     assert out.strip().splitlines() == [
         f"Note: {root / 'landscape' / 'Input_Geotiff.tif'}: 2 NaN/infinite cell(s) read as no-data (like -9999)"]
@@ -136,7 +136,7 @@ def test_geotiff_gdal_nodata_tag_is_no_data(tmp_path, capsys):
     raster[0, 0, 0] = nodata
     tifffile.imwrite(root / "landscape" / "Input_Geotiff.tif", raster, photometric="minisblack",
                      planarconfig="separate", extratags=[(42113, "s", 0, repr(nodata), True)])
-    r = layout.read_landscape(root)
+    r = reader.read_landscape(root)
     np.testing.assert_allclose(r[0], (make_raster()[0].clip(-1) + 1.0) / 86.5, rtol=1e-6, atol=1e-7)
     assert "Note:" not in capsys.readouterr().out
 
@@ -247,7 +247,7 @@ def test_appledouble_and_hidden_files_are_skipped(dataset, tmp_path):
     (root / "landscape" / "Weathers" / "._Weather1.csv").write_bytes(APPLEDOUBLE)
     (root / "fire_frames" / "._sequence_007").write_bytes(APPLEDOUBLE)
     (root / "fire_frames" / FOLDERS[7] / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
-    seqs = {s.seq_id: s for s in layout.list_sequences(root)}
+    seqs = {s.seq_id: s for s in reader.list_sequences(root)}
     assert [len(seqs[i].fire_frames) for i in (7, 12)] == [FRAMES[7], FRAMES[12]]
     assert all(not p.name.startswith(".") for s in seqs.values() for p in (*s.fire_frames, *s.iso_frames))
     out = build_cache(root, tmp_path / "cache", progress=False)
@@ -349,7 +349,7 @@ def test_window_that_is_not_4_ints_names_the_sequence(dataset, tmp_path, window,
 def test_integral_float_window_is_read(dataset):
     root, _ = dataset
     (root / "landscape" / "indices.json").write_text(json.dumps({"7": [1.0, 5.0, 2, 7], "12": WINDOWS[12]}))
-    assert layout.list_sequences(root)[0].window == (1, 5, 2, 7)
+    assert reader.list_sequences(root)[0].window == (1, 5, 2, 7)
 
 
 def test_indices_json_that_is_not_an_object(dataset):
@@ -357,7 +357,7 @@ def test_indices_json_that_is_not_an_object(dataset):
     (root / "landscape" / "indices.json").write_text(json.dumps([WINDOWS[7], WINDOWS[12]]))
     with pytest.raises(DataError, match=r"indices\.json must be a JSON object mapping sequence ids to "
                                         r"\[y0, y1, x0, x1\], got a list$"):
-        layout.list_sequences(root)
+        reader.list_sequences(root)
 
 
 # ---------------------------------------------------------------- item 9: damaged caches
@@ -457,7 +457,7 @@ def test_weather_csv_dialects_are_read(dataset, tmp_path, encoded):
     root, _ = dataset
     path = root / "landscape" / "Weathers" / "Weather1.csv"
     path.write_bytes(encoded)
-    np.testing.assert_array_equal(layout.read_weather(path), [[10, 90], [20, 180], [5, 270]])
+    np.testing.assert_array_equal(reader.read_weather(path), [[10, 90], [20, 180], [5, 270]])
     out = build_cache(root, tmp_path / "cache", progress=False)
     np.testing.assert_allclose(np.load(out / "7_wind.npy"), WIND7, rtol=1e-6, atol=1e-7)
 
@@ -470,7 +470,7 @@ def test_weather_history_and_indices_with_bom_or_latin1_are_read(dataset):
     land.joinpath("WeatherHistory.csv").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     indices = json.dumps({str(k): v for k, v in WINDOWS.items()})
     land.joinpath("indices.json").write_bytes(b"\xef\xbb\xbf" + indices.encode())
-    assert [s.seq_id for s in layout.list_sequences(root)] == [7, 12]
+    assert [s.seq_id for s in reader.list_sequences(root)] == [7, 12]
 
 
 def test_unreadable_weather_file_names_the_file_and_the_problem(dataset, tmp_path, capsys):
@@ -487,7 +487,7 @@ def test_non_numeric_weather_value_names_line_and_column(dataset):
     path = root / "landscape" / "Weathers" / "Weather1.csv"
     path.write_text("WS,WD\n10,90\n20,north\n")
     with pytest.raises(DataError, match=r"Weather1\.csv: line 3, column WD: non-numeric value 'north'$"):
-        layout.read_weather(path)
+        reader.read_weather(path)
 
 
 # ---------------------------------------------------------------- the CLI: one line, exit 2

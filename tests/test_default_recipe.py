@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from emberformer import ceiling
+from emberformer.scoring import ceiling
 from emberformer.data.datamodule import SyntheticFireDataModule
 from emberformer.models.emberformer import KEEP_LAST_LOGIT, EmberFormer
-from emberformer.optim import ScheduledAdam, adam_cosine
+from emberformer.training.optim import ScheduledAdam, adam_cosine
 
 from conftest import run_module
 

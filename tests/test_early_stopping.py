@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from emberformer.early_stopping import MONITORABLE, EarlyStopping, check_monitor
+from emberformer.training.early_stopping import MONITORABLE, EarlyStopping, check_monitor
 
 
 def run(es: EarlyStopping, series, key=None):

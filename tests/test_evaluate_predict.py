@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emberformer.data import layout
+from emberformer.data import reader
 from emberformer.data.frames import decode_mask
 from emberformer.data.synthetic import ensure_synthetic
 
@@ -111,7 +111,7 @@ def test_predict_writes_frames_and_gif(trained, env, tmp_path):
     root = ensure_synthetic(trained["config"]["data"]["cache_dir"], num_sequences=d["num_sequences"],
                             size=d["size"], max_frames=d["max_frames"],
                             steps_per_frame=d["steps_per_frame"], seed=d["seed"], progress=False)
-    seqs = {s.seq_id: s for s in layout.list_sequences(root)}
+    seqs = {s.seq_id: s for s in reader.list_sequences(root)}
     sid = trained["split"]["test"][0]
     n_frames = len(seqs[sid].fire_frames)
     size = decode_mask(seqs[sid].fire_frames[0]).shape

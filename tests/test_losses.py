@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from emberformer.losses import (
+from emberformer.training.losses import (
     BCEDiceLoss,
     BCELoss,
     DiceLoss,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from emberformer.metrics import AP_BINS, PixelMetrics, average_precision, ratios
+from emberformer.scoring.metrics import AP_BINS, PixelMetrics, average_precision, ratios
 
 
 def test_ratios_known_counts():

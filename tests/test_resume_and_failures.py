@@ -13,9 +13,9 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_config
-from emberformer.checkpoint import save_atomic
+from emberformer.training.checkpoint import save_atomic
 from emberformer.models.base import FireModel
-from emberformer.trainer import NonFiniteLoss, Trainer
+from emberformer.training.trainer import NonFiniteLoss, Trainer
 from test_train_e2e import run_train
 
 TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null", "trainer.progress=false"]
@@ -99,7 +99,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path):
 def test_killed_while_saving_leaves_a_whole_file(tmp_path):
     path = tmp_path / "last.pt"
     save_atomic({"epoch": 1}, path)
-    code = ("import sys, torch; from emberformer.checkpoint import save_atomic; "
+    code = ("import sys, torch; from emberformer.training.checkpoint import save_atomic; "
             f"save_atomic({{'epoch': 2, 'w': torch.zeros(60_000_000)}}, __import__('pathlib').Path({str(path)!r}))")
     p = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 60

@@ -8,7 +8,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from emberformer import ceiling, rollout
+from emberformer.scoring import ceiling
+from emberformer.scoring import rollout
 from emberformer.evaluate import Scores
 from emberformer.models.copy_last import CopyLast
 

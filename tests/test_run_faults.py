@@ -13,11 +13,11 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import one_line_error, run_module
-from emberformer import checkpoint
-from emberformer.checkpoint import CheckpointError
+from emberformer.training import checkpoint
+from emberformer.training.checkpoint import CheckpointError
 from emberformer.models.base import FireModel
-from emberformer.run_state import Interrupted
-from emberformer.trainer import Trainer
+from emberformer.training.run_state import Interrupted
+from emberformer.training.trainer import Trainer
 
 TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null", "data.progress=false", "trainer.progress=false"]
 

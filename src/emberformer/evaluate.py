@@ -18,15 +18,18 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from emberformer import ceiling, rollout, runtime
+from emberformer.scoring import ceiling
+from emberformer.scoring import rollout
+from emberformer.cli.errors import user_errors
+from emberformer.cli.run_folder import run_folder
 from emberformer.data.datamodule import SPLITS
 from emberformer.data.dataset import to_device
-from emberformer.hardware import Hardware
-from emberformer.metrics import Calibration, PixelMetrics
-from emberformer.model_step import model_step
+from emberformer.training.hardware import Hardware
+from emberformer.scoring.metrics import Calibration, PixelMetrics
+from emberformer.training.step import model_step
 from emberformer.models.copy_last import CopyLast
-from emberformer.previews import sample_panel
-from emberformer.run_config import CONF, build_model, scoring_config
+from emberformer.training.previews import sample_panel
+from emberformer.cli.run_config import CONF, build_model, scoring_config
 
 KEYS = ("f1", "iou", "precision", "recall", "accuracy", "ap", "growth_f1", "growth_precision",
         "growth_recall", "growth_iou", "ece", "samples")
@@ -186,7 +189,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if not isinstance(cfg.examples, int) or cfg.examples < 0:
         raise ValueError(f"examples must be an integer >= 0, got {cfg.examples!r}")
     horizon = rollout.check_horizon(cfg.get("horizon", 1))
-    run_dir = runtime.run_dir()
+    run_dir = run_folder()
     cfg, ckpt = scoring_config(cfg)
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
@@ -239,7 +242,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
 def by_lead(model: nn.Module, data, split: str, horizon: int, hardware: Hardware, device: torch.device,
             threshold: float, ceiling_samples: int) -> dict[str, dict[str, dict[str, float]]]:
     """metrics.json's ``by_lead``: model (autoregressive), copy-last and ceiling at leads 1..horizon,
-    all on the samples of ``split`` with ``horizon`` frames ahead (see :mod:`emberformer.rollout`)."""
+    all on the samples of ``split`` with ``horizon`` frames ahead (see :mod:`emberformer.scoring.rollout`)."""
     ds = data.datasets[split]
     scores = rollout.score_by_lead(model, ds, horizon, data.static_raster().to(device), device, threshold,
                                    data.batch_size, lambda: Scores(threshold, device), hardware.autocast)
@@ -254,7 +257,7 @@ def by_lead(model: nn.Module, data, split: str, horizon: int, hardware: Hardware
 
 @hydra.main(config_path=CONF, config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    with runtime.user_errors():
+    with user_errors():
         return evaluate(cfg)["model"]["f1"]
 
 

@@ -5,7 +5,7 @@ and written as ``pred_XXX.png`` (XXX = t+1) in the data layout's colours, plus a
 ``sequence_<id>.gif`` of history (last input) | prediction | truth.
 
 With ``horizon=K [start=T]`` the model forecasts K frames ahead from observed frames 0..T (T
-default 0) by an autoregressive rollout (:mod:`emberformer.rollout`): ``forecast_XXX.png`` for
+default 0) by an autoregressive rollout (:mod:`emberformer.scoring.rollout`): ``forecast_XXX.png`` for
 frames T+1..T+K and ``sequence_<id>_from_<T>.gif`` of last observed frame | forecast | truth.
 """
 from __future__ import annotations
@@ -20,12 +20,14 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from emberformer import rollout, runtime
+from emberformer.scoring import rollout
+from emberformer.cli.errors import user_errors
+from emberformer.cli.run_folder import run_folder
 from emberformer.data.cache import build_cache, read_index
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import encode_mask, write_mask
-from emberformer.model_step import model_step
-from emberformer.run_config import CONF, build_model, scoring_config
+from emberformer.training.step import model_step
+from emberformer.cli.run_config import CONF, build_model, scoring_config
 
 GIF_MS = 400
 LABELS = ("history (last input)", "prediction", "truth")
@@ -65,7 +67,7 @@ def gif_frame(last: np.ndarray, pred: np.ndarray, truth: np.ndarray, caption: st
 @torch.no_grad()
 def predict(cfg: DictConfig) -> list[Path]:
     """Write the predicted frames and the GIF of ``cfg.sequence``; return the PNG paths."""
-    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else runtime.run_dir()
+    out = Path(cfg.out_dir).expanduser() if cfg.out_dir else run_folder()
     horizon, start = cfg.get("horizon"), cfg.get("start")
     if horizon is None and start is not None:
         raise ValueError(f"start={start} needs horizon=K (forecast K frames ahead from frame {start})")
@@ -139,7 +141,7 @@ def forecast(model, samples: FireSamples, sid: int, horizon: int, start: object,
 
 @hydra.main(config_path=CONF, config_name="predict", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with runtime.user_errors():
+    with user_errors():
         predict(cfg)
 
 

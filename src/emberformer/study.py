@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import optuna
 
-    from emberformer.sweep_summary import read_results
+    from emberformer.sweeps.summary import read_results
     from emberformer.sweeps.insight import open_study, write_study_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -6,29 +6,36 @@ import sys
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from emberformer import checkpoint, distributed, run_config, runtime
-from emberformer.run_config import CONF
-from emberformer.run_state import Interrupted
-from emberformer.sweep_summary import write_result
+from emberformer.cli import run_config
+from emberformer.cli.checks import check_config_keys, check_model_config, checked_optimizer
+from emberformer.cli.errors import check_argv, is_multirun, user_errors
+from emberformer.cli.run_config import CONF
+from emberformer.cli.run_folder import run_folder, use_run_folder
 from emberformer.sweeps.pruning import TrialPruning
-from emberformer.trainer import NonFiniteLoss
+from emberformer.sweeps.summary import write_result
+from emberformer.tracking.run_info import run_info
+from emberformer.training import checkpoint, distributed
+from emberformer.training.run_state import Interrupted
+from emberformer.training.trainer import NonFiniteLoss
 
 
 def train(cfg: DictConfig) -> float:
     """One run; returns the best monitored value (what a sweeper optimises)."""
-    runtime.use_run_dir(None)
-    runtime.check_config_keys(cfg)
+    use_run_folder(None)
+    check_config_keys(cfg)
     cfg, resume, run_dir = run_config.resume(cfg)  # last.pt: its own folder; best.pt: a new run
     # every piece is built (and so checked) before any data is generated or read
     hardware = instantiate(cfg.hardware)
-    runtime.pin_gpu_for_parallel_job(hardware)
+    if is_multirun():
+        hardware.pin_for_job(HydraConfig.get().job.num)
     loss = instantiate(cfg.loss)
     early = instantiate(cfg.early_stopping)
-    optimizer = runtime.checked_optimizer(instantiate(cfg.optim))
-    runtime.check_model_config(cfg.model)
+    optimizer = checked_optimizer(instantiate(cfg.optim))
+    check_model_config(cfg.model)
     logger = instantiate(cfg.logger)
     trainer = instantiate(cfg.trainer)
     data = instantiate(cfg.data, **hardware.loader_settings())
@@ -39,37 +46,37 @@ def train(cfg: DictConfig) -> float:
     model = instantiate(cfg.model, static_channels=data.static_channels)
     if resume is not None:  # weights that do not fit the config: one line, before any file changes
         checkpoint.load_weights(model, resume, OmegaConf.to_container(cfg.model, resolve=True), cfg.ckpt_path)
-    runtime.use_run_dir(run_dir)  # from here on, the status (result.json) is the run's own
+    use_run_folder(run_dir)  # from here on, the status (result.json) is the run's own
     pruning = TrialPruning.from_hydra(max_epochs=trainer.epochs)  # a no-op outside an Optuna study
     best = trainer.fit(model=model, data=data, loss_fn=loss, optimizer_factory=optimizer,
                        early_stopping=early, hardware=hardware, logger=logger, run_dir=run_dir,
-                       run_info=runtime.run_info(cfg), resume=resume, pruning=pruning)
+                       run_info=run_info(cfg), resume=resume, pruning=pruning)
     if distributed.is_main():
-        write_result(runtime.run_dir(), "pruned" if pruning.pruned else "ok", best, early.best_epoch)
+        write_result(run_folder(), "pruned" if pruning.pruned else "ok", best, early.best_epoch)
     return best
 
 
 @hydra.main(config_path=CONF, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     try:
-        with runtime.user_errors():
+        with user_errors():
             return train(cfg)
     except Interrupted as e:
-        write_result(runtime.run_dir(), "stopped", reason=str(e))
+        write_result(run_folder(), "stopped", reason=str(e))
         print(str(e), file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
     except SystemExit:
-        if not (runtime.run_dir() / "result.json").exists():  # a mistake in a command never rewrites a run's status
-            write_result(runtime.run_dir(), "failed", reason="configuration or data error (see log)")
+        if not (run_folder() / "result.json").exists():  # a mistake in a command never rewrites a run's status
+            write_result(run_folder(), "failed", reason="configuration or data error (see log)")
         raise
     except Exception as e:  # a sweep records the trial as failed and goes on
-        write_result(runtime.run_dir(), "failed", reason=f"{type(e).__name__}: {e}")
-        if isinstance(e, NonFiniteLoss) and not runtime.is_multirun():
+        write_result(run_folder(), "failed", reason=f"{type(e).__name__}: {e}")
+        if isinstance(e, NonFiniteLoss) and not is_multirun():
             print(f"Error: {e}", file=sys.stderr, flush=True)
             sys.exit(3)
         raise
 
 
 if __name__ == "__main__":
-    runtime.check_argv(sys.argv)
+    check_argv(sys.argv)
     main()

@@ -6,10 +6,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from emberformer import runtime
+from emberformer.cli.errors import user_errors
 from emberformer.bench.batch_table import bench_table
 from emberformer.bench.data_loader import bench_data_loader
-from emberformer.run_config import CONF
+from emberformer.cli.run_config import CONF
 
 KINDS = {"table": bench_table, "data_loader": bench_data_loader}
 
@@ -25,7 +25,7 @@ def bench(cfg: DictConfig) -> Any:
 
 @hydra.main(config_path=CONF, config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with runtime.user_errors():
+    with user_errors():
         bench(cfg)
 
 

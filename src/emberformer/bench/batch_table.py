@@ -15,10 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from emberformer import runtime
+from emberformer.cli.run_folder import run_folder
 from emberformer.data.dataset import to_device
-from emberformer.model_step import model_step
-from emberformer.trainer import count_parameters
+from emberformer.training.step import model_step
+from emberformer.training.trainer import count_parameters
 
 GB = 1024 ** 3
 
@@ -269,7 +269,7 @@ def _check_table(b: DictConfig) -> tuple[list[int], int, int, float | None]:
 
 def bench_table(cfg: DictConfig) -> list[Row]:
     sizes, warmup, steps, limit = _check_table(cfg.bench)
-    run_dir = runtime.run_dir()
+    run_dir = run_folder()
     hw = instantiate(cfg.hardware)
     device = hw.setup()
     loss_fn = instantiate(cfg.loss)

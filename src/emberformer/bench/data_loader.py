@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from emberformer import runtime
+from emberformer.cli.run_folder import run_folder
 from emberformer.bench.batch_table import frame_size
 from emberformer.bench.png_samples import PngSamples, dense_collate
 from emberformer.data.dataset import FireSamples, collate, to_device
-from emberformer.sampler import EpochSampler
+from emberformer.data.sampler import EpochSampler
 
 
 def sample_order(n: int, count: int, seed: int) -> list[int]:
@@ -118,7 +118,7 @@ def _check_loader(b: DictConfig, hw_workers: int, hw_batch: int) -> tuple[int, i
 
 
 def bench_data_loader(cfg: DictConfig) -> float:
-    run_dir = runtime.run_dir()
+    run_dir = run_folder()
     hw = instantiate(cfg.hardware)
     loader_kw = hw.loader_settings()
     batches, bs, workers = _check_loader(cfg.bench, loader_kw["num_workers"], loader_kw["batch_size"])

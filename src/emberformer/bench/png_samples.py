@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from emberformer.data import layout
+from emberformer.data import reader
 from emberformer.data.cache import wind_range
 from emberformer.data.frames import decode_mask
 
@@ -23,10 +23,10 @@ class PngSamples(Dataset):
 
     def __init__(self, root: str | Path, seq_ids: list[int], max_history: int | None = None):
         root = Path(root)
-        seqs = {s.seq_id: s for s in layout.list_sequences(root)}
+        seqs = {s.seq_id: s for s in reader.list_sequences(root)}
         self.seqs = {i: seqs[i] for i in seq_ids}
         self.max_history = max_history
-        self.raster = layout.read_landscape(root)
+        self.raster = reader.read_landscape(root)
         self.lo, hi = wind_range(root)
         self.span = np.where(hi > self.lo, hi - self.lo, 1.0)
         self.samples = [(sid, t) for sid in seq_ids for t in range(len(self.seqs[sid].fire_frames) - 1)]
@@ -40,8 +40,8 @@ class PngSamples(Dataset):
         start = 0 if self.max_history is None else max(0, t + 1 - self.max_history)
         fire = np.stack([decode_mask(p) for p in s.fire_frames[start:t + 1]]).astype(np.uint8)
         target = decode_mask(s.iso_frames[t + 1]).astype(np.uint8)[None]
-        static = np.array(layout.crop_static(self.raster, s.window, sid, fire.shape[1:]), dtype=np.float32)
-        wind = ((layout.read_weather(s.weather_file)[start:t + 1] - self.lo) / self.span).astype(np.float32)
+        static = np.array(reader.crop_static(self.raster, s.window, sid, fire.shape[1:]), dtype=np.float32)
+        wind = ((reader.read_weather(s.weather_file)[start:t + 1] - self.lo) / self.span).astype(np.float32)
         return {"fire": torch.from_numpy(fire), "wind": torch.from_numpy(wind),
                 "static": torch.from_numpy(static), "target": torch.from_numpy(target),
                 "seq_id": sid, "t": t}

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from emberformer.data import layout, tempdirs
+from emberformer.data import reader, tempdirs
 from emberformer.data.frames import FrameError, decode_mask
 
 CACHE_VERSION = 3  # 3: index.json records file sizes and its own checksum
@@ -36,7 +36,7 @@ INDEX = "index.json"
 TEMP_NAMES = r"decoded-[0-9a-f]+\.tmp(?P<pid>\d+)|\.decoded-[0-9a-f]+\.old(?P<pid2>\d+)-[0-9a-f]+"
 
 
-class CacheError(layout.DataError):
+class CacheError(reader.DataError):
     """A decoded cache that is damaged: unreadable index, missing or truncated files."""
 
 
@@ -130,11 +130,11 @@ def _write_index(folder: Path, body: dict) -> None:
     (folder / INDEX).write_text(json.dumps({**body, "checksum": _checksum(body)}, indent=1))
 
 
-def _fingerprint(root: Path, seqs: list[layout.SequenceInfo]) -> str:
+def _fingerprint(root: Path, seqs: list[reader.SequenceInfo]) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}|{root.resolve()}".encode())
     land = root / "landscape"
     files = [land / "Input_Geotiff.tif", land / "indices.json", land / "WeatherHistory.csv",
-             *layout.weather_files(root)]
+             *reader.weather_files(root)]
     for s in seqs:
         files += [*s.fire_frames, *s.iso_frames]
     for f in files:
@@ -150,14 +150,14 @@ def wind_range(root: Path) -> tuple[np.ndarray, np.ndarray]:
     uses it reports it (or is skipped).
     """
     tables = []
-    for p in layout.weather_files(root):
+    for p in reader.weather_files(root):
         try:
-            tables.append(layout.read_weather(p))
-        except layout.DataError:
+            tables.append(reader.read_weather(p))
+        except reader.DataError:
             continue
     tables = [t for t in tables if len(t)]
     if not tables:
-        raise layout.DataError(f"no readable weather file with WS and WD in {root / 'landscape' / 'Weathers'}")
+        raise reader.DataError(f"no readable weather file with WS and WD in {root / 'landscape' / 'Weathers'}")
     allw = np.concatenate(tables)
     return allw.min(0), allw.max(0)
 
@@ -166,7 +166,7 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def _bytes_needed(seqs: list[layout.SequenceInfo], raster_shape: tuple[int, ...] | None) -> int:
+def _bytes_needed(seqs: list[reader.SequenceInfo], raster_shape: tuple[int, ...] | None) -> int:
     """About how many bytes the cache of these sequences takes (frame sizes from the PNG headers)."""
     total = 4096
     if raster_shape is not None:
@@ -182,13 +182,13 @@ def _bytes_needed(seqs: list[layout.SequenceInfo], raster_shape: tuple[int, ...]
     return total
 
 
-def _no_space(tmp: Path, seqs: list[layout.SequenceInfo], raster_shape) -> layout.DataError:
+def _no_space(tmp: Path, seqs: list[reader.SequenceInfo], raster_shape) -> reader.DataError:
     folder = tmp.parent
     try:
         free = _mb(shutil.disk_usage(folder).free) + " free"
     except OSError:
         free = "free space unknown"
-    return layout.DataError(
+    return reader.DataError(
         f"no space left on the device of {folder} for the decoded cache: it needs about "
         f"{_mb(_bytes_needed(seqs, raster_shape))} ({free}); free some space or set data.cache_dir "
         "to a folder on another disk")
@@ -201,7 +201,7 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
     A cache folder that exists but is damaged (see :func:`read_index`) is rebuilt with a notice.
     """
     root = Path(root).expanduser()
-    seqs = layout.list_sequences(root, on_bad_sequence)
+    seqs = reader.list_sequences(root, on_bad_sequence)
     out = Path(cache_dir).expanduser() / f"decoded-{_fingerprint(root, seqs)}"
     tempdirs.remove_stale(out.parent, TEMP_NAMES)
     if out.exists():
@@ -215,14 +215,14 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
     raster = None
     try:
         tmp.mkdir(parents=True)
-        raster = layout.read_landscape(root)
+        raster = reader.read_landscape(root)
         _decode_into(tmp, root, seqs, raster, on_bad_sequence, progress)
         _publish(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _no_space(tmp, seqs, None if raster is None else raster.shape) from None
-        raise layout.DataError(f"cannot build the decoded cache in {tmp.parent}: {e}") from None
+        raise reader.DataError(f"cannot build the decoded cache in {tmp.parent}: {e}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -245,7 +245,7 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _decode_into(tmp: Path, root: Path, seqs: list[layout.SequenceInfo], raster: np.ndarray,
+def _decode_into(tmp: Path, root: Path, seqs: list[reader.SequenceInfo], raster: np.ndarray,
                  on_bad_sequence: str, progress: bool) -> None:
     lo, hi = wind_range(root)
     span = np.where(hi > lo, hi - lo, 1.0)
@@ -255,19 +255,19 @@ def _decode_into(tmp: Path, root: Path, seqs: list[layout.SequenceInfo], raster:
             frames = [decode_mask(p) for p in (*s.fire_frames, *s.iso_frames)]
             sizes = sorted({f.shape for f in frames})
             if len(sizes) > 1:
-                raise layout.DataError(f"sequence {s.seq_id}: frames of different sizes {sizes} "
+                raise reader.DataError(f"sequence {s.seq_id}: frames of different sizes {sizes} "
                                        f"in {s.fire_frames[0].parent} and {s.iso_frames[0].parent}")
             fire, iso = np.stack(frames[:len(s.fire_frames)]), np.stack(frames[len(s.fire_frames):])
             shape = fire.shape[1:]
-            layout.crop_static(raster, s.window, s.seq_id, shape)  # checks the window
-            weather = layout.read_weather(s.weather_file)
+            reader.crop_static(raster, s.window, s.seq_id, shape)  # checks the window
+            weather = reader.read_weather(s.weather_file)
             if len(weather) < len(fire):
-                raise layout.DataError(f"sequence {s.seq_id}: weather file {s.weather_file} has "
+                raise reader.DataError(f"sequence {s.seq_id}: weather file {s.weather_file} has "
                                        f"{len(weather)} rows, need one per frame ({len(fire)})")
-        except (layout.DataError, FrameError) as e:
+        except (reader.DataError, FrameError) as e:
             msg = str(e) if str(e).startswith("sequence ") else f"sequence {s.seq_id}: {e}"
             if on_bad_sequence != "skip":
-                raise layout.DataError(msg) from None
+                raise reader.DataError(msg) from None
             print(f"WARNING: skipping {msg}")
             skipped.append(s.seq_id)
             continue
@@ -278,7 +278,7 @@ def _decode_into(tmp: Path, root: Path, seqs: list[layout.SequenceInfo], raster:
         index.append({"id": s.seq_id, "frames": len(fire), "height": shape[0], "width": shape[1],
                       "window": list(s.window)})
     if not index:
-        raise layout.DataError(f"every sequence of {root} was skipped as bad")
+        raise reader.DataError(f"every sequence of {root} was skipped as bad")
     np.save(tmp / "static.npy", raster.astype(np.float16))
     _write_index(tmp, {"root": str(root), "static_channels": int(raster.shape[0]), "sequences": index,
                        "skipped": skipped, "wind_min": lo.tolist(), "wind_max": hi.tolist()})

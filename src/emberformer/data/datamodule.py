@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emberformer.data import layout
+from emberformer.data import reader
 from emberformer.data.cache import build_cache, read_index
 from emberformer.data.dataset import FireSamples, collate
-from emberformer.sampler import EpochSampler
+from emberformer.data.sampler import EpochSampler
 
 SPLITS = ("train", "val", "test")
 
@@ -48,7 +48,7 @@ class FireDataModule:
         if root is None and type(self) is FireDataModule:
             raise ValueError("data.root is required with data=deep_crown: "
                              "data.root=/path/to/organized_spreads")
-        self.root = layout.check_root(root) if root is not None else None
+        self.root = reader.check_root(root) if root is not None else None
         self.cache_dir = cache_dir
         self.split_seed = split_seed
         self.fractions = fr
@@ -74,7 +74,7 @@ class FireDataModule:
         self.datasets = {k: FireSamples(cache, v, self.max_history) for k, v in self.split.items()}
         self.static_channels = index.static_channels
         if len(self.datasets["train"]) == 0 or len(self.datasets["val"]) == 0:
-            raise layout.DataError(
+            raise reader.DataError(
                 f"{len(ids)} usable sequence(s) give {len(self.datasets['train'])} training and "
                 f"{len(self.datasets['val'])} validation samples; need at least 3 sequences")
 

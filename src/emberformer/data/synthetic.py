@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from emberformer.data import tempdirs
 from emberformer.data.frames import write_mask
-from emberformer.data.layout import DataError
+from emberformer.data.reader import DataError
 
 GENERATOR_VERSION = 1  # bump when output changes
 

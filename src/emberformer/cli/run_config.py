@@ -16,15 +16,41 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
-from emberformer import checkpoint, runtime
-from emberformer.runtime import UserError
+from emberformer.training import checkpoint
+from emberformer.cli.errors import UserError
+from emberformer.cli.run_folder import run_folder
 
-CONF = str(Path(__file__).resolve().parents[2] / "conf")
+CONF = str(Path(__file__).resolve().parents[3] / "conf")
 COPY_LAST = "emberformer.models.copy_last.CopyLast"
 LAYOUT_READER = "emberformer.data.datamodule.FireDataModule"
 SYNTHETIC_ONLY = ("num_sequences", "size", "max_frames", "steps_per_frame", "seed")
 # groups that decide the model: scoring a checkpoint never swaps them under its weights
 MODEL_GROUPS = ("model", "experiment", "debug", "hparams_search")
+
+
+# modules that moved (issue 17's layout): a checkpoint written before names the old paths
+MOVED_MODULES = {
+    "emberformer.trainer": "emberformer.training.trainer",
+    "emberformer.losses": "emberformer.training.losses",
+    "emberformer.early_stopping": "emberformer.training.early_stopping",
+    "emberformer.optim": "emberformer.training.optim",
+    "emberformer.hardware": "emberformer.training.hardware",
+}
+
+
+def upgrade_targets(node: Any) -> Any:
+    """A saved config with every ``_target_`` of a moved module pointed at its new place."""
+    if isinstance(node, dict):
+        out = {k: upgrade_targets(v) for k, v in node.items()}
+        target = out.get("_target_")
+        if isinstance(target, str):
+            module, _, name = target.rpartition(".")
+            if module in MOVED_MODULES:
+                out["_target_"] = f"{MOVED_MODULES[module]}.{name}"
+        return out
+    if isinstance(node, list):
+        return [upgrade_targets(v) for v in node]
+    return node
 
 
 def config_groups() -> set[str]:
@@ -52,7 +78,7 @@ def from_checkpoint(cfg: DictConfig, saved_config: dict[str, Any], *,
     """
     groups = config_groups()
     frozen = groups if frozen_groups is None else groups & set(frozen_groups)
-    saved = OmegaConf.create(saved_config)
+    saved = OmegaConf.create(upgrade_targets(saved_config))
     with open_dict(saved):
         for key, value in overrides():
             if key in frozen:
@@ -78,7 +104,7 @@ def resume(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None, Path]:
     other checkpoint (``best.pt``, a copy) starts a new run in this command's folder from that
     state, recorded as ``started_from``: the original run's files are never written.
     """
-    here = runtime.run_dir()
+    here = run_folder()
     if not cfg.ckpt_path:
         return cfg, None, here
     path = Path(str(cfg.ckpt_path)).expanduser().resolve()

@@ -22,12 +22,12 @@ import torch
 from PIL import Image
 
 from emberformer.data import cache as cache_mod
-from emberformer.data import layout
+from emberformer.data import reader
 from emberformer.data.cache import build_cache, read_index
 from emberformer.data.datamodule import split_sequences
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import decode_mask
-from emberformer.data.layout import DataError
+from emberformer.data.reader import DataError
 
 FIRE = (253, 231, 37)
 # viridis colours that are not fire, two of them with a green channel next to 231
@@ -130,18 +130,18 @@ def dataset(tmp_path):
 @pytest.mark.parametrize("name,sid", [("sequence_007", 7), ("sequence_0007", 7), ("sequence_0012", 12),
                                       ("sequence_1", 1), ("sequence_000", 0)])
 def test_parse_sequence_id(name, sid):
-    assert layout.parse_sequence_id(name) == sid
+    assert reader.parse_sequence_id(name) == sid
 
 
 @pytest.mark.parametrize("name", ["sequence_", "sequence_7a", "seq_007", "sequence_007.png",
                                   "xsequence_007", "sequence_-7", ".DS_Store"])
 def test_parse_sequence_id_rejects(name):
-    assert layout.parse_sequence_id(name) is None
+    assert reader.parse_sequence_id(name) is None
 
 
 def test_list_sequences_ids_weather_and_frames(dataset):
     root, _ = dataset
-    seqs = {s.seq_id: s for s in layout.list_sequences(root)}
+    seqs = {s.seq_id: s for s in reader.list_sequences(root)}
     assert set(seqs) == {7, 12}
     land = root / "landscape"
     assert seqs[7].weather_file == land / "Weathers" / "Weather1.csv"
@@ -156,7 +156,7 @@ def test_list_sequences_ids_weather_and_frames(dataset):
 
 def test_list_sequences_sorted_by_id(dataset):
     root, _ = dataset
-    assert [s.seq_id for s in layout.list_sequences(root)] == [7, 12]
+    assert [s.seq_id for s in reader.list_sequences(root)] == [7, 12]
 
 
 def test_list_sequences_ignores_non_sequence_entries(dataset):
@@ -164,15 +164,15 @@ def test_list_sequences_ignores_non_sequence_entries(dataset):
     (root / "fire_frames" / "notes.txt").write_text("x")
     (root / "fire_frames" / "other").mkdir()
     (root / "fire_frames" / "sequence_007" / "readme.txt").write_text("x")
-    seqs = {s.seq_id: s for s in layout.list_sequences(root)}
+    seqs = {s.seq_id: s for s in reader.list_sequences(root)}
     assert set(seqs) == {7, 12}
     assert len(seqs[7].fire_frames) == 3
 
 
 def test_read_weather_picks_columns_by_name(dataset):
     root, _ = dataset
-    w1 = layout.read_weather(root / "landscape" / "Weathers" / "Weather1.csv")
-    w2 = layout.read_weather(root / "landscape" / "Weathers" / "Weather2.csv")
+    w1 = reader.read_weather(root / "landscape" / "Weathers" / "Weather1.csv")
+    w2 = reader.read_weather(root / "landscape" / "Weathers" / "Weather2.csv")
     assert w1.dtype == np.float32
     np.testing.assert_array_equal(w1, [[10, 90], [20, 180], [5, 270]])
     np.testing.assert_array_equal(w2, [[0, 0], [40, 45], [30, 360], [25, 10]])
@@ -212,7 +212,7 @@ def test_read_landscape(tmp_path, tiled):
     if tiled:
         with tifffile.TiffFile(root / "landscape" / "Input_Geotiff.tif") as tif:
             assert tif.pages[0].is_tiled
-    r = layout.read_landscape(root)
+    r = reader.read_landscape(root)
     assert r.shape == RASTER_SHAPE
     assert r.dtype == np.float32
     # continuous band: -9999 -> -1 before min-max, so (0,0) is 0 and the max (11,13) is 1
@@ -234,7 +234,7 @@ def test_read_landscape_constant_band_is_zero_and_three_valued_band_normalised(t
                        np.tile(np.array([0.0, 1.0, 2.0, 1.0, 0.0], np.float32), (4, 1))])
     tifffile.imwrite(root / "landscape" / "Input_Geotiff.tif", raster, photometric="minisblack",
                      planarconfig="separate")
-    r = layout.read_landscape(root)
+    r = reader.read_landscape(root)
     np.testing.assert_array_equal(r[0], np.zeros((4, 5), np.float32))
     np.testing.assert_array_equal(r[1][0], [0.0, 0.5, 1.0, 0.5, 0.0])
 
@@ -247,7 +247,7 @@ def test_read_landscape_lzw(tmp_path):
     Image.fromarray(band).save(root / "landscape" / "Input_Geotiff.tif", compression="tiff_lzw")
     with tifffile.TiffFile(root / "landscape" / "Input_Geotiff.tif") as tif:
         assert tif.pages[0].compression == 5  # LZW
-    r = layout.read_landscape(root)
+    r = reader.read_landscape(root)
     np.testing.assert_allclose(r[0], band / 19.0, rtol=1e-6)
 
 
@@ -326,7 +326,7 @@ def test_cache_reused_when_unchanged(dataset, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("cache was rebuilt")
 
-    monkeypatch.setattr(cache_mod.layout, "read_landscape", boom)
+    monkeypatch.setattr(cache_mod.reader, "read_landscape", boom)
     monkeypatch.setattr(cache_mod, "decode_mask", boom)
     assert build_cache(root, tmp_path / "cache", progress=False) == first
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.name]
@@ -365,7 +365,7 @@ def test_cache_rebuilt_after_touch_only(dataset, tmp_path):
 def test_missing_root_names_the_path(tmp_path):
     missing = tmp_path / "no_such_root"
     with pytest.raises(DataError, match="does not exist") as e:
-        layout.list_sequences(missing)
+        reader.list_sequences(missing)
     assert str(missing) in str(e.value)
     with pytest.raises(DataError) as e:
         build_cache(missing, tmp_path / "cache", progress=False)
@@ -377,14 +377,14 @@ def test_root_missing_parts_named(dataset):
     root, _ = dataset
     (root / "landscape" / "indices.json").unlink()
     with pytest.raises(DataError, match=r"is missing landscape/indices\.json"):
-        layout.check_root(root)
+        reader.check_root(root)
 
 
 def test_frame_count_mismatch(dataset):
     root, _ = dataset
     (root / "isochrones" / "sequence_007" / "iso_002.png").unlink()
     with pytest.raises(DataError, match=r"^sequence 7: 3 frames in .*sequence_007 but 2 in .*sequence_007"):
-        layout.list_sequences(root)
+        reader.list_sequences(root)
 
 
 def test_fewer_than_two_frames(dataset):
@@ -393,7 +393,7 @@ def test_fewer_than_two_frames(dataset):
         (root / "isochrones" / "sequence_007" / f"iso_{t:03d}.png").unlink()
         (root / "fire_frames" / "sequence_007" / f"fire_{t:03d}.png").unlink()
     with pytest.raises(DataError, match=r"^sequence 7: 1 frame\(s\) in .*need at least 2"):
-        layout.list_sequences(root)
+        reader.list_sequences(root)
 
 
 def test_missing_isochrone_folder(dataset):
@@ -402,21 +402,21 @@ def test_missing_isochrone_folder(dataset):
         p.unlink()
     (root / "isochrones" / "sequence_0012").rmdir()
     with pytest.raises(DataError, match=r"^sequence 12: .*sequence_0012 is missing"):
-        layout.list_sequences(root)
+        reader.list_sequences(root)
 
 
 def test_missing_indices_key(dataset):
     root, _ = dataset
     (root / "landscape" / "indices.json").write_text(json.dumps({"7": WINDOWS[7]}))
     with pytest.raises(DataError, match=r'^sequence 12: no key "12" in'):
-        layout.list_sequences(root)
+        reader.list_sequences(root)
 
 
 def test_weather_history_too_short(dataset):
     root, _ = dataset
     (root / "landscape" / "WeatherHistory.csv").write_text("Weathers/W.csv\n" * 6 + "Weathers/Weather1.csv\n")
     with pytest.raises(DataError, match=r"^sequence 12: line 12 of .*WeatherHistory\.csv.*7 lines"):
-        layout.list_sequences(root)
+        reader.list_sequences(root)
 
 
 def test_crop_window_outside_raster(dataset, tmp_path):

@@ -18,18 +18,20 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from emberformer import ceiling, console, distributed
-from emberformer.checkpoint import load as load_checkpoint
+from emberformer.scoring import ceiling
+from emberformer.training import console
+from emberformer.training import distributed
+from emberformer.training.checkpoint import load as load_checkpoint
 from emberformer.data.datamodule import FireDataModule
 from emberformer.data.dataset import to_device
-from emberformer.early_stopping import EarlyStopping
-from emberformer.hardware import Hardware
-from emberformer.losses import WeightedLoss
-from emberformer.metrics import PixelMetrics
-from emberformer.model_step import Prediction, model_step
+from emberformer.training.early_stopping import EarlyStopping
+from emberformer.training.hardware import Hardware
+from emberformer.training.losses import WeightedLoss
+from emberformer.scoring.metrics import PixelMetrics
+from emberformer.training.step import Prediction, model_step
 from emberformer.models.copy_last import CopyLast
-from emberformer.previews import write_previews
-from emberformer.run_state import Checkpointer, Interrupted, RunState, SignalGuard
+from emberformer.training.previews import write_previews
+from emberformer.training.run_state import Checkpointer, Interrupted, RunState, SignalGuard
 from emberformer.sweeps.pruning import TrialPruning, mark_run_pruned
 from emberformer.tracking import RunLogger
 

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from emberformer.checkpoint import load_weights, save_atomic
-from emberformer.early_stopping import EarlyStopping
+from emberformer.training.checkpoint import load_weights, save_atomic
+from emberformer.training.early_stopping import EarlyStopping
 
 
 class Interrupted(RuntimeError):

@@ -43,6 +43,14 @@ class Hardware:
             except RuntimeError:
                 raise ValueError(f"hardware.device={dev!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
+    def pin_for_job(self, job_num: int) -> None:
+        """Parallel sweep jobs on a multi-GPU machine: job N uses GPU N mod count."""
+        if str(self.device) not in ("auto", "cuda"):
+            return
+        count = torch.cuda.device_count()
+        if count > 1:
+            self.device = f"cuda:{job_num % count}"
+
     def torch_device(self, local_rank: int | None = None) -> torch.device:
         dev = str(self.device)
         if dev == "auto":

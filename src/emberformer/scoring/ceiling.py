@@ -7,7 +7,7 @@ full state at frame t (burning AND burned-out cells, which the masks cannot tell
 ``steps_per_frame`` simulator steps that separate two frames with weather row t, ``samples`` times
 with different random seeds, and predicts ``p > threshold`` where p is the fraction of runs in which
 a pixel is burning or burned. Pixel counts are pooled over the split with the suite's own
-:class:`~emberformer.metrics.PixelMetrics`, so the numbers read like ``test/*`` of a run.
+:class:`~emberformer.scoring.metrics.PixelMetrics`, so the numbers read like ``test/*`` of a run.
 
 The state is recovered by re-simulating the sequence (:func:`replay`:
 the generator is a pure function of its settings) and checked against the frames on disk. Each run
@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from emberformer.data import synthetic
-from emberformer.metrics import Calibration, PixelMetrics
+from emberformer.scoring.metrics import Calibration, PixelMetrics
 
 CEILING_VERSION = 1
 NO_SIMULATOR = "Simulator ceiling: not available for this data (no simulator state to restore; only data=synthetic has one)"

@@ -13,7 +13,7 @@ Scored at every lead, on the same samples (those with K real frames after t):
 - model: its forecast probability at that lead (AP and ECE from it, F1 etc. at the threshold);
 - copy-last: the last observed frame, for every lead (the suite's :class:`CopyLast` on the
   observed history);
-- ceiling (built-in data): :func:`emberformer.ceiling.by_lead`.
+- ceiling (built-in data): :func:`emberformer.scoring.ceiling.by_lead`.
 
 Growth pixels are those not on fire in the last *observed* frame, for all three.
 """
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from emberformer.data.dataset import FireSamples, collate, to_device
-from emberformer.model_step import model_step
+from emberformer.training.step import model_step
 from emberformer.models.copy_last import CopyLast
 
 CURVES = (("model", "model", "o-"), ("copy_last", "copy-last", "s--"), ("ceiling", "ceiling", "^:"))

@@ -1,0 +1,1 @@
+"""Scoring: pixel metrics, the simulator ceiling and rollouts by lead time."""
