@@ -13,7 +13,7 @@ import torch
 from pytorchfire import WildfireModel
 
 from emberformer.scoring import ceiling
-from emberformer.data import synthetic
+from emberformer.data import simulator
 from emberformer.data.datamodule import FireDataModule, SyntheticFireDataModule
 from emberformer.data.frames import decode_mask
 from emberformer.scoring.metrics import ratios
@@ -31,7 +31,7 @@ def data(cache_dir) -> SyntheticFireDataModule:
 
 def test_replay_restores_the_frames_on_disk(data):
     root = data.prepare_root()
-    reps = ceiling.replay(range(1, TINY["num_sequences"] + 1), **TINY)
+    reps = simulator.replay(range(1, TINY["num_sequences"] + 1), **TINY)
     for k, rep in reps.items():
         files = sorted((root / "fire_frames" / f"sequence_{k:03d}").glob("*.png"))
         assert rep.states.shape == (len(files), 2, TINY["size"], TINY["size"])
@@ -44,17 +44,16 @@ def test_replay_restores_the_frames_on_disk(data):
 
 def test_each_run_is_the_simulator_with_its_seed():
     """Run r of the batched ensemble equals the generator's model reset with seed r, stepped alone."""
-    rep = ceiling.replay([2], **TINY)[2]
+    rep = simulator.replay([2], **TINY)[2]
     t = 1
     seeds = ceiling.run_seeds(0, 2, t, 3)
     batched = ceiling.ensemble_states(rep, t, seeds)
-    params = {k: torch.tensor(float(v)) for k, v in synthetic.SIM_PARAMS.items()}
-    with synthetic._isolated_torch():
+    with simulator.isolated_torch():
         for r, s in enumerate(seeds):
-            model = synthetic._CachedWildfireModel(env_data=rep.env, params=params).eval()
+            model = simulator.fire_model(rep.env)
             model.reset(seed=s)
             model.state = torch.from_numpy(rep.states[t]).clone()
-            model.set_weather(float(rep.weather["WS"][t]), float(synthetic.wd_to_towards_ccw_east(rep.weather["WD"][t])))
+            model.set_weather(float(rep.weather["WS"][t]), float(simulator.wd_to_towards_ccw_east(rep.weather["WD"][t])))
             for _ in range(rep.steps_per_frame):
                 model.compute()
             assert torch.equal(model.state, batched[r])
@@ -71,7 +70,7 @@ def test_deterministic_and_cached(data, tmp_path, monkeypatch):
     other.setup()
     assert ceiling.compute(other, "test", samples=8, progress=False) == first
     # the second call reads the file: no simulation at all
-    monkeypatch.setattr(ceiling, "replay", lambda *a, **k: pytest.fail("recomputed instead of cached"))
+    monkeypatch.setattr(simulator, "replay", lambda *a, **k: pytest.fail("recomputed instead of cached"))
     assert ceiling.compute(data, "test", samples=8, progress=False) == first
     # another ensemble size or split is another entry
     monkeypatch.undo()
@@ -94,12 +93,12 @@ def test_scores_and_keys(data):
 
 def test_independent_resimulation_agrees(data):
     """Stock PyTorchFire (not the generator's cached model), its own seeds, its own F1 arithmetic."""
-    params = {k: torch.tensor(float(v)) for k, v in synthetic.SIM_PARAMS.items()}
+    params = {k: torch.tensor(float(v)) for k, v in simulator.SIM_PARAMS.items()}
     ds = data.datasets["test"]
-    reps = ceiling.replay(ds.seq_ids, **TINY)
+    reps = simulator.replay(ds.seq_ids, **TINY)
     counts = np.zeros(4)
     runs = 32
-    with synthetic._isolated_torch():
+    with simulator.isolated_torch():
         for sid, t in ds.samples:
             rep = reps[sid]
             root = data.prepare_root()
@@ -110,7 +109,7 @@ def test_independent_resimulation_agrees(data):
                 model.reset(seed=1000 + r)
                 model.state = torch.from_numpy(rep.states[t]).clone()
                 model.wind_velocity.fill_(float(rep.weather["WS"][t]))
-                model.wind_towards_direction.fill_(float(synthetic.wd_to_towards_ccw_east(rep.weather["WD"][t])))
+                model.wind_towards_direction.fill_(float(simulator.wd_to_towards_ccw_east(rep.weather["WD"][t])))
                 for _ in range(rep.steps_per_frame):
                     model.compute()
                 hits += model.state.any(0).numpy()

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from emberformer.data import simulator
 from emberformer.scoring import ceiling
 from emberformer.scoring import rollout
 from emberformer.evaluate import Scores
@@ -82,7 +83,7 @@ def test_ceiling_lead_one_is_the_one_step_ceiling(data):
     one_step = ceiling.compute(data, "test", samples=8, progress=False)["ceiling"]
     assert ceiling.by_lead(data, "test", 8, 1, list(ds.samples), progress=False)[1] == one_step
     # each lead of the one-run trajectory is the ensemble run that many frames on its own
-    rep = ceiling.replay([ds.samples[0][0]], **data.gen)[ds.samples[0][0]]
+    rep = simulator.replay([ds.samples[0][0]], **data.gen)[ds.samples[0][0]]
     seeds = ceiling.run_seeds(data.gen["seed"], rep.seq_id, 0, 4)
     n = rep.states.shape[0] - 1
     for k, state in enumerate(ceiling.lead_states(rep, 0, seeds, n), start=1):

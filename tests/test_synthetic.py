@@ -20,9 +20,10 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from emberformer.data import synthetic
+from emberformer.data import simulator, synthetic
 from emberformer.data.frames import decode_mask
-from emberformer.data.synthetic import ensure_synthetic, generate, wd_to_towards_ccw_east
+from emberformer.data.simulator import wd_to_towards_ccw_east
+from emberformer.data.synthetic import ensure_synthetic, generate
 
 TINY = dict(num_sequences=4, size=40, max_frames=5, steps_per_frame=2)
 
@@ -161,9 +162,8 @@ def test_cached_model_matches_pytorchfire():
         "slope": torch.randn(n, n, 3, 3, generator=g) * 8,
         "initial_ignition": torch.rand(n, n, generator=g) > 0.6,
     }
-    params = {k: torch.tensor(float(v)) for k, v in synthetic.SIM_PARAMS.items()}
-    with synthetic._isolated_torch():
-        model = synthetic._CachedWildfireModel(env_data=env, params=params).eval()
+    with simulator.isolated_torch():
+        model = simulator.fire_model(env)
         model.reset(seed=0)
         for ws, towards in [(7.0, 33.0), (0.0, 0.0), (14.0, 250.0)]:
             model.set_weather(ws, towards)
@@ -232,7 +232,7 @@ def test_wind_direction_conversion():
 def test_directional_slope_convention():
     # elevation rises 3 m per row northward (rows increase southward)
     elev = np.tile((300.0 - 3.0 * np.arange(6))[:, None], (1, 5)).astype(np.float32)
-    s = synthetic._directional_slope(elev)
+    s = simulator.directional_slope(elev)
     up = math.degrees(math.atan(3 / 30))
     diag = math.degrees(math.atan(3 / (30 * math.sqrt(2))))
     assert s[2, 2, 0, 1] == pytest.approx(up, abs=1e-4)  # fire moving north runs uphill
@@ -240,8 +240,8 @@ def test_directional_slope_convention():
     assert s[2, 2, 1, 2] == pytest.approx(0, abs=1e-6)  # moving east: flat
     assert s[2, 2, 0, 0] == pytest.approx(diag, abs=1e-4)  # north-west diagonal
     assert (s[0, :, 2, :] == 0).all() and (s[:, 0, :, 2] == 0).all()  # source beyond the border
-    elev[3, 3] = synthetic.NODATA
-    s = synthetic._directional_slope(elev)
+    elev[3, 3] = simulator.NODATA
+    s = simulator.directional_slope(elev)
     assert (s[3, 3] == 0).all() and s[2, 3, 0, 1] == 0  # lake cells and their neighbours
 
 
@@ -258,8 +258,8 @@ def test_wind_pushes_fire_downwind():
         "initial_ignition": ign,
     }
     weather = {"WS": np.full(6, 10.0), "WD": np.full(6, 270)}  # from the west: blows east
-    with synthetic._isolated_torch():
-        frames = synthetic._run_fire(env, weather, 6, 2, torch_seed=0)
+    with simulator.isolated_torch():
+        frames = simulator.run_fire(env, weather, 6, 2, torch_seed=0)
     cy, cx = np.argwhere(frames[-1]).mean(axis=0)
     assert cx - 20 > 3 and abs(cy - 20) < (cx - 20) / 2
 

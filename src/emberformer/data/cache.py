@@ -27,8 +27,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from emberformer.data import reader, tempdirs
+from emberformer.data import reader
 from emberformer.data.frames import FrameError, decode_mask
+from emberformer.files import atomic, tempdirs
 
 CACHE_VERSION = 3  # 3: index.json records file sizes and its own checksum
 INDEX = "index.json"
@@ -205,44 +206,30 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
     out = Path(cache_dir).expanduser() / f"decoded-{_fingerprint(root, seqs)}"
     tempdirs.remove_stale(out.parent, TEMP_NAMES)
     if out.exists():
-        try:
-            read_index(out)
+        problem = _damage(out)
+        if problem is None:
             return out
-        except CacheError as e:
-            print(f"Note: {e}; rebuilding it", flush=True)
+        print(f"Note: {problem}; rebuilding it", flush=True)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     raster = None
     try:
-        tmp.mkdir(parents=True)
-        raster = reader.read_landscape(root)
-        _decode_into(tmp, root, seqs, raster, on_bad_sequence, progress)
-        _publish(tmp, out)
+        with atomic.folder(out, tmp, _damage):
+            raster = reader.read_landscape(root)
+            _decode_into(tmp, root, seqs, raster, on_bad_sequence, progress)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _no_space(tmp, seqs, None if raster is None else raster.shape) from None
         raise reader.DataError(f"cannot build the decoded cache in {tmp.parent}: {e}") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Move the finished cache into place, unless another process finished the same one first."""
-    if out.exists():
-        try:
-            read_index(out)
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
-            return
-        except CacheError:
-            tempdirs.discard(out)  # the damaged cache this call rebuilt
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a finished cache folder (None: nothing), as :func:`read_index` finds it."""
     try:
-        os.replace(tmp, out)
-    except OSError:
-        read_index(out)  # another process finished first; anything else is an error
-        shutil.rmtree(tmp, ignore_errors=True)
+        read_index(folder)
+    except CacheError as e:
+        return str(e)
+    return None
 
 
 def _decode_into(tmp: Path, root: Path, seqs: list[reader.SequenceInfo], raster: np.ndarray,

@@ -40,6 +40,10 @@ class FireSamples(Dataset):
             self._maps[key] = np.load(self.cache / f"{sid}_{kind}.npy", mmap_mode="r")
         return self._maps[key]
 
+    def frame(self, sid: int, kind: str, t: int) -> np.ndarray:
+        """Frame t of sequence ``sid`` unpacked, bool [H, W]; ``kind`` "fire" (input) or "iso" (target)."""
+        return np.unpackbits(np.asarray(self._map(sid, kind)[t]), axis=-1)[..., :self.meta[sid].width].astype(bool)
+
     def static_raster(self) -> torch.Tensor:
         """The whole normalised static raster [C, Y, X] (float16)."""
         return torch.from_numpy(np.load(self.cache / "static.npy"))

@@ -9,18 +9,18 @@ with different random seeds, and predicts ``p > threshold`` where p is the fract
 a pixel is burning or burned. Pixel counts are pooled over the split with the suite's own
 :class:`~emberformer.scoring.metrics.PixelMetrics`, so the numbers read like ``test/*`` of a run.
 
-The state is recovered by re-simulating the sequence (:func:`replay`:
-the generator is a pure function of its settings) and checked against the frames on disk. Each run
+The state is recovered by re-simulating the sequence (:func:`emberformer.data.simulator.replay`:
+the generator is a pure function of its settings) and checked against the frames on disk; the
+ensemble steps with the simulator's own spread probabilities and ignition rule. Each run
 draws from its own seeded generator exactly as the simulator would with that seed, so the result is
-deterministic; it is cached per data set, split and ensemble size under ``<cache_dir>/ceiling/``.
+deterministic; it is cached per data set, split, ensemble size and threshold under
+``<cache_dir>/ceiling/``. One loop (:func:`_scores`) serves the one-step ceiling and the ceiling
+by lead time: one step is lead 1.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,85 +28,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from emberformer.data import synthetic
+from emberformer.data import simulator
+from emberformer.data.simulator import Replay
+from emberformer.files import atomic
 from emberformer.scoring.metrics import Calibration, PixelMetrics
 
 CEILING_VERSION = 1
 NO_SIMULATOR = "Simulator ceiling: not available for this data (no simulator state to restore; only data=synthetic has one)"
 
 
-@dataclass
-class Replay:
-    """One generated sequence re-simulated with everything the simulator had (see :func:`replay`)."""
-
-    seq_id: int
-    env: dict  # p_veg, p_den, slope, ... as given to the simulator (torch tensors)
-    weather: dict  # the scenario's columns (WS, WD, ...), row t = frame t
-    states: np.ndarray  # bool [frames, 2, H, W]: burning, burned at each frame
-    steps_per_frame: int
-
-
-def replay(seq_ids, *, num_sequences: int, size: int, max_frames: int, steps_per_frame: int,
-           seed: int) -> dict[int, Replay]:
-    """Re-simulate sequences ``seq_ids`` (1-based, as in the layout) of the built-in data set with
-    these settings; return the simulator's full state at every frame.
-
-    Generation is a pure function of the settings, so this reproduces exactly the frames that
-    :func:`emberformer.data.synthetic.generate` wrote (``states.any(1)`` equals them) and also
-    recovers what the masks do not show: which cells still burn and which have burned out.
-    """
-    s = synthetic._validated(num_sequences, size, max_frames, steps_per_frame, seed)
-    ent = s["seed"] % 2**64
-    raster = synthetic._make_landscape(np.random.default_rng([ent, 0]), synthetic._raster_size(s["size"]))
-    n_weather = min(s["num_sequences"], synthetic.MAX_WEATHER_FILES)
-    weathers = [synthetic._make_weather(np.random.default_rng([ent, 1, j]), s["max_frames"])
-                for j in range(n_weather)]
-    out: dict[int, Replay] = {}
-    with synthetic._isolated_torch():
-        for k in seq_ids:
-            if not 1 <= int(k) <= s["num_sequences"]:
-                raise ValueError(f"sequence {k}: the data set has sequences 1..{s['num_sequences']}")
-            seq = synthetic._simulate_sequence(ent, int(k), raster, weathers, s, record=True)
-            env = seq.env if seq.env is not None else synthetic._environment(  # nothing burnable
-                np.zeros((6, size, size), dtype=np.float32), np.zeros((size, size), dtype=bool))
-            assert seq.states is not None
-            out[int(k)] = Replay(int(k), env, weathers[seq.weather], np.stack(seq.states), s["steps_per_frame"])
-    return out
-
-
 def run_seeds(data_seed: int, seq_id: int, t: int, samples: int) -> list[int]:
     """The ensemble's simulator seeds for sample (seq_id, t): a pure function of its arguments."""
     rng = np.random.default_rng([int(data_seed) % 2**64, 7, int(seq_id), int(t)])
     return [int(x) for x in rng.integers(0, 2**62, size=samples)]
-
-
-def _propagation(env: dict, ws: float, wd: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The simulator's per-neighbour spread probabilities [H, W, 3, 3] under one weather row, and
-    its p_continue (built by the generator's own model class)."""
-    params = {name: torch.tensor(float(v)) for name, v in synthetic.SIM_PARAMS.items()}
-    model = synthetic._CachedWildfireModel(env_data=env, params=params)
-    model.eval()
-    model.set_weather(float(ws), float(synthetic.wd_to_towards_ccw_east(wd)))
-    model.p_ignite()
-    assert model._p_propagate is not None
-    return model._p_propagate, model.p_continue.detach()
-
-
-def _p_ignite(p: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched ``_CachedWildfireModel.p_ignite``: p [H, W, 3, 3], burning b [R, H, W] float -> [R, H, W].
-
-    The same operations in the same order as the generator's model, so each run's probabilities
-    are bit-identical to those of a single simulation."""
-    keep = torch.ones_like(b)
-    keep[:, :-1, :-1] *= 1 - p[:-1, :-1, 0, 0] * b[:, 1:, 1:]
-    keep[:, :-1, :] *= 1 - p[:-1, :, 0, 1] * b[:, 1:, :]
-    keep[:, :-1, 1:] *= 1 - p[:-1, 1:, 0, 2] * b[:, 1:, :-1]
-    keep[:, :, :-1] *= 1 - p[:, :-1, 1, 0] * b[:, :, 1:]
-    keep[:, :, 1:] *= 1 - p[:, 1:, 1, 2] * b[:, :, :-1]
-    keep[:, 1:, :-1] *= 1 - p[1:, :-1, 2, 0] * b[:, :-1, 1:]
-    keep[:, 1:, :] *= 1 - p[1:, :, 2, 1] * b[:, :-1, :]
-    keep[:, 1:, 1:] *= 1 - p[1:, 1:, 2, 2] * b[:, :-1, :-1]
-    return 1 - keep
 
 
 def ensemble_states(rep: Replay, t: int, seeds: list[int], lead: int = 1) -> torch.Tensor:
@@ -134,26 +68,17 @@ def lead_states(rep: Replay, t: int, seeds: list[int], horizon: int = 1) -> Iter
     rand_prop = torch.empty(R, H, W)
     rand_cont = torch.empty(R, H, W)
     for i in range(horizon):
-        p, p_continue = _propagation(rep.env, rep.weather["WS"][t + i], rep.weather["WD"][t + i])
+        p, p_continue = simulator.propagation(rep.env, rep.weather["WS"][t + i], rep.weather["WD"][t + i])
         for _ in range(rep.steps_per_frame):
             burning, burned = state[:, 0], state[:, 1]
             for r, g in enumerate(gens):  # compute(): rand_like(p_ignite) twice per step
                 torch.rand((H, W), generator=g, out=rand_prop[r])
                 torch.rand((H, W), generator=g, out=rand_cont[r])
-            p_ign = _p_ignite(p, burning.to(p.dtype))
+            p_ign = simulator.ignition_probability(p, burning.to(p.dtype))
             ignite = torch.where(~(burning | burned), torch.relu(p_ign - rand_prop), 0) > 0
             burn_out = torch.where(burning, torch.relu(rand_cont - p_continue), 0) > 0
             state = torch.stack(((burning | ignite) & ~burn_out, burned | burn_out), dim=1)
         yield state
-
-
-def ensemble_probability(rep: Replay, t: int, seeds: list[int], lead: int = 1) -> np.ndarray:
-    """p [H, W] float32: the share of runs in which a pixel is burning or burned ``lead`` frames on."""
-    return ensemble_states(rep, t, seeds, lead).any(dim=1).float().mean(0).numpy()
-
-
-def _unpack(packed: np.ndarray, width: int) -> np.ndarray:
-    return np.unpackbits(np.asarray(packed), axis=-1)[..., :width].astype(bool)
 
 
 def _result(pixels: PixelMetrics, calib: Calibration, samples: int) -> dict[str, float]:
@@ -163,17 +88,29 @@ def _result(pixels: PixelMetrics, calib: Calibration, samples: int) -> dict[str,
     return out
 
 
-def _cache_file(data: Any, split: str, samples: int, threshold: float) -> tuple[Path, dict]:
+def _cache_file(data: Any, split: str, samples: int, threshold: float, horizon: int,
+                pairs: list[tuple[int, int]] | None) -> tuple[Path, dict]:
+    """Where the result for these arguments is cached, and the key it is stored with.
+
+    ``pairs`` None (every sample of the split, lead 1): ``ceiling/<data>-<split>-<digest>.json``;
+    given: ``ceiling/by_lead/<data>-<split>-h<horizon>-<digest>.json``.
+    """
     root = Path(data.prepare_root())  # synthetic-<hash of the generator version and settings>
     key = {"version": CEILING_VERSION, "data": root.name, "settings": dict(data.gen), "split": split,
            "sequences": sorted(int(i) for i in data.datasets[split].seq_ids), "samples": int(samples),
            "threshold": float(threshold)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(data.cache_dir).expanduser() / "ceiling" / f"{root.name}-{split}-{digest}.json"
-    return path, key
+    folder = Path(data.cache_dir).expanduser() / "ceiling"
+    if pairs is None:
+        return folder / f"{root.name}-{split}-{_digest(key)}.json", key
+    key.update(horizon=int(horizon), pairs=[[int(sid), int(t)] for sid, t in pairs])
+    return folder / "by_lead" / f"{root.name}-{split}-h{horizon}-{_digest(key)}.json", key
 
 
-def _simulator_settings(data: Any, samples: int) -> dict | None:
+def _digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _simulator_settings(data: Any, samples: int, threshold: float) -> dict | None:
     """The generator settings of a synthetic data module (set up), or None with a one-line notice."""
     gen = getattr(data, "gen", None)
     if gen is None:
@@ -181,6 +118,8 @@ def _simulator_settings(data: Any, samples: int) -> dict | None:
         return None
     if int(samples) < 1:
         raise ValueError(f"ceiling.samples must be >= 1, got {samples}")
+    if not 0 < float(threshold) < 1:
+        raise ValueError(f"ceiling threshold must be in (0, 1), got {threshold}")
     if not data.datasets:
         data.setup()
     return gen
@@ -195,61 +134,71 @@ def _read_cache(path: Path, key: dict) -> Any | None:
     return cached["result"] if isinstance(cached, dict) and cached.get("key") == key else None
 
 
-def _write_cache(path: Path, key: dict, result: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps({"key": key, "result": result}, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def _observed_frame(ds: Any, rep: Any, sid: int, t: int) -> np.ndarray:
+def _observed_frame(ds: Any, rep: Replay, sid: int, t: int) -> np.ndarray:
     """Frame t of sequence ``sid`` from the cache, checked against the re-simulated state."""
-    last = _unpack(ds._map(sid, "fire")[t], rep.states.shape[-1])
+    last = ds.frame(sid, "fire", t)
     if not np.array_equal(rep.states[t].any(0), last):
         raise RuntimeError(f"sequence {sid}: the re-simulated frame {t} differs from the data "
                            f"(was the data set made by another generator version?)")
     return last
 
 
-def compute(data: Any, split: str = "test", samples: int = 32, threshold: float = 0.5,
-            progress: bool = True) -> dict[str, dict[str, float]] | None:
-    """``{"ceiling": {...}, "copy_last": {...}}`` on ``split`` of a set-up synthetic data module.
+def _scores(data: Any, split: str, samples: int, threshold: float, horizon: int,
+            pairs: list[tuple[int, int]] | None, progress: bool) -> dict[int, dict[str, dict]] | None:
+    """The one ceiling loop: ``{lead: {"ceiling": metrics, "copy_last": metrics}}`` for leads
+    1..``horizon`` on the samples ``pairs`` ((sequence, t); None: every sample of ``split``).
 
-    Both are scored on the same samples with PixelMetrics (keys as ``PixelMetrics.compute`` plus
-    ``ece`` and ``samples``). None, with a one-line notice, for data without a simulator.
-    Cached: a second call with the same data, split, samples and threshold reads the file back.
+    Each sample's ensemble (seeds from :func:`run_seeds`) runs from the true state at frame t
+    through the weather rows t, t+1, ... in order; p > ``threshold`` at frame t + lead is scored
+    against that frame, growth counted against frame t; copy-last predicts frame t. Cached (see
+    :func:`_cache_file`); None, with a one-line notice, for data without a simulator.
     """
-    gen = _simulator_settings(data, samples)
+    gen = _simulator_settings(data, samples, threshold)
     if gen is None:
         return None
-    if not 0 < float(threshold) < 1:
-        raise ValueError(f"ceiling threshold must be in (0, 1), got {threshold}")
-    path, key = _cache_file(data, split, samples, threshold)
+    path, key = _cache_file(data, split, samples, threshold, horizon, pairs)
     cached = _read_cache(path, key)
     if cached is not None:
-        return cached
+        return {1: cached} if pairs is None else {int(k): {"ceiling": v} for k, v in cached.items()}
     ds = data.datasets[split]
-    reps = replay(ds.seq_ids, **gen)
-    pixels = {name: PixelMetrics(threshold) for name in ("ceiling", "copy_last")}
-    calib = {name: Calibration() for name in ("ceiling", "copy_last")}
-    bar = tqdm(ds.samples, desc=f"Simulator ceiling ({split})", disable=not progress, unit="sample",
-               dynamic_ncols=True, mininterval=0.5)
-    with synthetic._isolated_torch():
+    todo = list(ds.samples) if pairs is None else pairs
+    reps = simulator.replay(sorted({sid for sid, _ in todo}), **gen)
+    names, leads = ("ceiling", "copy_last"), range(1, horizon + 1)
+    pixels = {(k, n): PixelMetrics(threshold) for k in leads for n in names}
+    calib = {(k, n): Calibration() for k in leads for n in names}
+    desc = f"Simulator ceiling ({split})" if pairs is None else f"Simulator ceiling ({split}, leads 1..{horizon})"
+    bar = tqdm(todo, desc=desc, disable=not progress, unit="sample", dynamic_ncols=True, mininterval=0.5)
+    as4 = (lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None])
+    with simulator.isolated_torch():
         for sid, t in bar:
             rep = reps[sid]
-            last = _observed_frame(ds, rep, sid, t)
-            target = _unpack(ds._map(sid, "iso")[t + 1], rep.states.shape[-1])
-            prob = ensemble_probability(rep, t, run_seeds(gen["seed"], sid, t, samples))
-            as4 = (lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None])
-            tgt, lst = as4(target).float(), as4(last)
+            lst = as4(_observed_frame(ds, rep, sid, t))
             mask = torch.ones_like(lst)
-            for name, pr in (("ceiling", as4(prob)), ("copy_last", lst.float())):
-                pixels[name].update(pr, tgt, mask, lst)
-                calib[name].update(pr, tgt, mask)
-    n = len(ds.samples)
-    result = {name: _result(pixels[name], calib[name], n) for name in pixels}
-    _write_cache(path, key, result)
+            for lead, state in enumerate(lead_states(rep, t, run_seeds(gen["seed"], sid, t, samples), horizon),
+                                         start=1):
+                tgt = as4(ds.frame(sid, "iso", t + lead)).float()
+                for name, pr in (("ceiling", as4(state.any(dim=1).float().mean(0).numpy())),
+                                 ("copy_last", lst.float())):
+                    pixels[lead, name].update(pr, tgt, mask, lst)
+                    calib[lead, name].update(pr, tgt, mask)
+    result = {k: {n: _result(pixels[k, n], calib[k, n], len(todo)) for n in names} for k in leads}
+    stored = result[1] if pairs is None else {k: r["ceiling"] for k, r in result.items()}
+    atomic.write_text(path, json.dumps({"key": key, "result": stored}, indent=1) + "\n")
     return result
+
+
+def compute(data: Any, split: str = "test", samples: int = 32, threshold: float = 0.5,
+            progress: bool = True) -> dict[str, dict[str, float]] | None:
+    """``{"ceiling": {...}, "copy_last": {...}}`` on ``split`` of a set-up synthetic data module:
+    the one-step ceiling, i.e. :func:`by_lead` at lead 1 on every sample of the split.
+
+    Both are scored on the same samples with PixelMetrics at ``threshold`` (the model's
+    ``metrics.pred_thresh``; keys as ``PixelMetrics.compute`` plus ``ece`` and ``samples``). None,
+    with a one-line notice, for data without a simulator. Cached: a second call with the same
+    data, split, samples and threshold reads the file back.
+    """
+    out = _scores(data, split, samples, threshold, 1, None, progress)
+    return None if out is None else out[1]
 
 
 def ceiling_scores(data: Any, split: str = "test", samples: int = 32, threshold: float = 0.5,
@@ -265,42 +214,11 @@ def by_lead(data: Any, split: str, samples: int, horizon: int, pairs: list[tuple
     ``horizon`` real frames after t): ``{lead: metrics}`` as :func:`compute`'s ``"ceiling"``.
 
     Each sample's ensemble (the seeds of the one-step ceiling) runs from the true state at frame t
-    through the weather rows t, t+1, ... in order; p > ``threshold`` at frame t + lead is scored
-    against that frame, growth counted against frame t. Cached under ``<cache_dir>/ceiling/by_lead/``.
+    through the weather rows t, t+1, ... in order. Cached under ``<cache_dir>/ceiling/by_lead/``.
     None, with a one-line notice, for data without a simulator.
     """
-    gen = _simulator_settings(data, samples)
-    if gen is None:
-        return None
-    path, key = _cache_file(data, split, samples, threshold)
-    key.update(horizon=int(horizon), pairs=[[int(sid), int(t)] for sid, t in pairs])
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    path = path.parent / "by_lead" / f"{Path(data.prepare_root()).name}-{split}-h{horizon}-{digest}.json"
-    cached = _read_cache(path, key)
-    if cached is not None:
-        return {int(k): v for k, v in cached.items()}
-    ds = data.datasets[split]
-    reps = replay(sorted({sid for sid, _ in pairs}), **gen)
-    pixels = {k: PixelMetrics(threshold) for k in range(1, horizon + 1)}
-    calib = {k: Calibration() for k in range(1, horizon + 1)}
-    bar = tqdm(pairs, desc=f"Simulator ceiling ({split}, leads 1..{horizon})", disable=not progress,
-               unit="sample", dynamic_ncols=True, mininterval=0.5)
-    as4 = (lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None])
-    with synthetic._isolated_torch():
-        for sid, t in bar:
-            rep = reps[sid]
-            W = rep.states.shape[-1]
-            lst = as4(_observed_frame(ds, rep, sid, t))
-            mask = torch.ones_like(lst)
-            seeds = run_seeds(gen["seed"], sid, t, samples)
-            for lead, state in enumerate(lead_states(rep, t, seeds, horizon), start=1):
-                prob = as4(state.any(dim=1).float().mean(0).numpy())
-                tgt = as4(_unpack(ds._map(sid, "iso")[t + lead], W)).float()
-                pixels[lead].update(prob, tgt, mask, lst)
-                calib[lead].update(prob, tgt, mask)
-    result = {k: _result(pixels[k], calib[k], len(pairs)) for k in pixels}
-    _write_cache(path, key, result)
-    return result
+    out = _scores(data, split, samples, threshold, horizon, list(pairs), progress)
+    return None if out is None else {k: r["ceiling"] for k, r in out.items()}
 
 
 def gap_closed(model_f1: float, copy_last_f1: float, ceiling_f1: float) -> float | None:

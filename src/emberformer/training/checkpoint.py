@@ -3,7 +3,6 @@ read with ``weights_only=True`` (opening one cannot run code), and checked, so a
 damaged file or weights that do not fit the config are one line naming the file."""
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -11,6 +10,8 @@ from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from emberformer.files import atomic
 
 REQUIRED = ("model", "config")
 
@@ -21,18 +22,8 @@ class CheckpointError(ValueError):
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temporary sibling, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic.write(path) as f:
+        torch.save(obj, f)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""Temporary build folders of the data caches: removal that readers never see half done, and the
-clean-up of folders left by a build that was killed (SIGKILL, power loss) before it could remove
-its own.
+"""Temporary build folders (the decoded-frame cache's, the built-in data set's): removal that
+readers never see half done, and the clean-up of folders left by a build that was killed (SIGKILL,
+power loss) before it could remove its own.
 """
 from __future__ import annotations
 
