@@ -135,6 +135,49 @@ def test_copy_last_as_in_training(data, run_env, tmp_path):
         assert ours[k] == summary[f"copy_last/test_{k}"], k
 
 
+def _f1_by_hand(data, split: str, samples: int, threshold: float, pairs, lead: int = 1) -> float:
+    """F1 of ``p > threshold`` against the frames on disk, p the share of the ensemble's runs in
+    which a pixel burns or has burned ``lead`` frames after t, pooled over the samples ``pairs``."""
+    root = data.prepare_root()
+    reps = simulator.replay(sorted({sid for sid, _ in pairs}), **data.gen)
+    tp = fp = fn = 0
+    with simulator.isolated_torch():
+        for sid, t in pairs:
+            seeds = ceiling.run_seeds(data.gen["seed"], sid, t, samples)
+            p = ceiling.ensemble_states(reps[sid], t, seeds, lead).any(1).float().mean(0).numpy()
+            target = decode_mask(sorted((root / "isochrones" / f"sequence_{sid:03d}").glob("*.png"))[t + lead])
+            pred = p > threshold
+            tp, fp, fn = tp + (pred & target).sum(), fp + (pred & ~target).sum(), fn + (~pred & target).sum()
+    return ratios(tp, fp, fn, 0)["f1"]
+
+
+def test_pred_thresh_reaches_the_ceiling(data, run_env, tmp_path):
+    """metrics.pred_thresh=0.7: the trainer's ceiling/test_f1 and evaluate's ceiling and by_lead
+    ceilings are scored at 0.7, as the model is (a ceiling at 0.5 made gap_closed compare two
+    thresholds)."""
+    ds = data.datasets["test"]
+    at_07 = _f1_by_hand(data, "test", 8, 0.7, ds.samples)
+    assert at_07 != _f1_by_hand(data, "test", 8, 0.5, ds.samples)
+    args = ["model=copy_last", "logger=none", "trainer.progress=false", "data.progress=false", "hardware=cpu",
+            *[f"data.{k}={v}" for k, v in TINY.items()], "metrics.pred_thresh=0.7", "ceiling.samples=8"]
+    proc = subprocess.run([sys.executable, "-m", "emberformer.train", *args, "trainer.epochs=1",
+                           f"hydra.run.dir={tmp_path / 'train'}"], cwd=REPO, env=run_env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(x) for x in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
+    summary = [r["summary"] for r in records if "summary" in r][-1]
+    assert summary["ceiling/test_f1"] == at_07
+    proc = subprocess.run([sys.executable, "-m", "emberformer.evaluate", *args, "horizon=2", "examples=0",
+                           f"hydra.run.dir={tmp_path / 'eval'}"], cwd=REPO, env=run_env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["ceiling"]["f1"] == at_07
+    pairs = [s for s in ds.samples if s[1] + 2 < ds.meta[s[0]].frames]
+    for lead in (1, 2):
+        assert metrics["by_lead"][str(lead)]["ceiling"]["f1"] == _f1_by_hand(data, "test", 8, 0.7, pairs, lead)
+
+
 def test_no_simulator_no_error(data, capsys):
     real = FireDataModule(root=str(data.prepare_root()), cache_dir=data.cache_dir, progress=False)
     real.setup()

@@ -203,7 +203,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     result = total.result()
     samples = int(cfg.get("ceiling", {}).get("samples", 32))
     if samples:
-        ceil = ceiling.ceiling_scores(data, cfg.split, samples)
+        ceil = ceiling.ceiling_scores(data, cfg.split, samples, thresh)
         if ceil is not None:
             result["ceiling"] = ceiling_entry(ceil)
     if horizon > 1:
@@ -249,7 +249,7 @@ def by_lead(model: nn.Module, data, split: str, horizon: int, hardware: Hardware
     out = {str(k): s.result() for k, s in scores.items()}
     if ceiling_samples and getattr(data, "gen", None) is not None:  # off synthetic data: noticed once above
         pairs = [ds.samples[i] for i in rollout.eligible(ds, horizon)]
-        ceil = ceiling.by_lead(data, split, ceiling_samples, horizon, pairs)
+        ceil = ceiling.by_lead(data, split, ceiling_samples, horizon, pairs, threshold)
         for k, entry in (ceil or {}).items():
             out[str(k)]["ceiling"] = ceiling_entry(entry)
     return out

@@ -376,7 +376,7 @@ class Trainer:
     def _ceiling(self, summary: dict[str, Any]) -> dict[str, Any]:
         """``ceiling/test_*`` (the simulator's own ensemble on the test split, data=synthetic only)
         and the share of the copy-last -> ceiling F1 gap that best.pt closes."""
-        ceil = ceiling.ceiling_scores(self.data, "test", self.ceiling_samples, progress=self.progress)
+        ceil = ceiling.ceiling_scores(self.data, "test", self.ceiling_samples, self.thresh, progress=self.progress)
         if ceil is None:  # no simulator behind the data: one line was printed
             return {}
         out: dict[str, Any] = prefixed("ceiling/test_", {k: v for k, v in ceil.items()
