@@ -119,7 +119,7 @@ def _simulator_settings(data: Any, samples: int, threshold: float) -> dict | Non
     if int(samples) < 1:
         raise ValueError(f"ceiling.samples must be >= 1, got {samples}")
     if not 0 < float(threshold) < 1:
-        raise ValueError(f"ceiling threshold must be in (0, 1), got {threshold}")
+        raise ValueError(f"metrics.pred_thresh must be in (0, 1), got {threshold}")
     if not data.datasets:
         data.setup()
     return gen
