@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emberformer.cli import run_config
 from emberformer.cli.checks import check_config_keys, check_model_config, checked_optimizer
-from emberformer.cli.errors import check_argv, is_multirun, user_errors
+from emberformer.cli.errors import hydra_errors, is_multirun, user_errors
 from emberformer.cli.run_config import CONF
 from emberformer.cli.run_folder import run_folder, use_run_folder
 from emberformer.sweeps.pruning import TrialPruning
@@ -78,5 +78,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_argv(sys.argv)
-    main()
+    with hydra_errors(sys.argv, "train"):
+        main()

@@ -223,8 +223,13 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _no_space(tmp, seqs, None if raster is None else raster.shape) from None
         raise reader.DataError(f"cannot build the decoded cache in {tmp.parent}: {e}") from None
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt) and not isinstance(e, reader.DataInterrupted):
+            raise reader.DataInterrupted(
+                f"Interrupted while decoding {root} into the cache; nothing was harmed: the partly "
+                f"built cache was removed, {root} and the finished caches in {out.parent} are as they "
+                "were (the next run decodes it again)") from None
         raise
     return out
 
