@@ -168,6 +168,7 @@ def test_bands_without_nan_come_out_exactly_as_before(tmp_path, capsys):
     root = tmp_path / "data"
     make_dataset(root)
     np.testing.assert_array_equal(reader.read_landscape(root), landscape_as_before(make_raster()))
+    # seed 0 and a 256-pixel raster: the terrain of the default built-in data set (README's figures)
     synth = synthetic.ensure_synthetic(tmp_path / "synth", **TINY_SYNTH, progress=False)
     raw = tifffile.imread(synth / "landscape" / "Input_Geotiff.tif")
     assert np.isfinite(raw).all()

@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, ConfigCompositionException, InstantiationException
@@ -133,7 +133,7 @@ def hydra_errors(argv: list[str], config_name: str) -> Iterator[None]:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
-def _print_like_hydra(e: BaseException) -> None:
+def _print_like_hydra(e: BaseException) -> NoReturn:
     """What Hydra prints for its own compact errors (hydra._internal.utils.run_and_report), exit 1."""
     sys.stderr.write(str(e) + os.linesep)
     if isinstance(e.__cause__, OmegaConfBaseException):

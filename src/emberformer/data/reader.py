@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tifffile
@@ -97,7 +98,7 @@ def listdir(folder: Path) -> list[Path]:
         raise DataError(f"cannot list folder {folder}: {e.strerror or e}") from None
 
 
-def by_number(paths: list[Path], key_of, what: str) -> list[Path]:
+def by_number(paths: list[Path], key_of: Callable[[Path], tuple], what: str) -> list[Path]:
     """``paths`` in the order of their numbers (``key_of(path)``); two with one number are a
     DataError naming both (``fire_7.png`` and ``fire_007.png``: which is the frame?)."""
     keyed = sorted(((key_of(p), p.name, p) for p in paths), key=lambda t: (t[0], t[1]))
@@ -357,8 +358,7 @@ def read_landscape(root: Path) -> np.ndarray:
         sample = band if band.size <= 4_000_000 else band[::7, ::7]
         values = np.unique(sample[np.isfinite(sample)])
         if set(values.tolist()) not in ({0.0, 1.0}, {-1.0, 1.0}):
-            lo, hi = (float(band.min()), float(band.max())) if not n_missing else \
-                (float(np.nanmin(band)), float(np.nanmax(band)))
+            lo, hi = float(np.nanmin(band)), float(np.nanmax(band))  # = min(), max() without NaN
             raster[b] = (band - lo) / (hi - lo) if hi > lo else 0.0
         if n_missing:
             raster[b][missing[b]] = np.nanmin(raster[b])
