@@ -5,8 +5,8 @@
 * item 10: NaN terrain cells do not move the min-max range of their band (and bands without them
   come out exactly as before); a blank line inside WeatherHistory.csv is refused, never shifted;
 * item 9: an unreadable indices.json, a run folder Hydra cannot create, a key copy-last does not
-  have, and Ctrl-C during the built-in data's simulation are one line each (exit 2; 130 for
-  Ctrl-C), with the user's files and any finished data untouched.
+  have, and Ctrl-C during the built-in data's simulation (or the decoding of real data) are one line
+  each (exit 2; 130 for Ctrl-C), with the user's files and any finished data untouched.
 
 The data set is test_reader's: sequences 7 (Weather1.csv, 3 frames of 4x5) and 12
 (Weather2.csv, 4 frames of 5x6), with a 12-line WeatherHistory.csv.
@@ -26,8 +26,12 @@ from typing import Callable
 import numpy as np
 import pytest
 import tifffile
+from hydra.errors import ConfigCompositionException
 
-from conftest import one_line_error, run_module
+from conftest import compose_config, one_line_error, run_module
+from emberformer.cli.checks import missing_key_message
+from emberformer.cli.errors import user_errors
+from emberformer.data import cache as cache_mod
 from emberformer.data import reader, synthetic
 from emberformer.data.cache import build_cache, read_index
 from emberformer.data.reader import DataError
@@ -326,11 +330,6 @@ def test_cli_key_copy_last_does_not_have_lists_its_settings(tmp_path, run_env):
 
 def test_missing_key_messages_in_process():
     """The same message for other nodes, and the one for a setting the YAML file leaves out."""
-    from hydra.errors import ConfigCompositionException
-
-    from conftest import compose_config
-    from emberformer.cli.checks import missing_key_message
-
     def message(*overrides: str) -> str | None:
         with pytest.raises(ConfigCompositionException) as e:
             compose_config(*overrides)
@@ -373,3 +372,28 @@ def test_cli_ctrl_c_during_the_simulation_is_one_line_exit_130(tmp_path, run_env
     assert sorted(p.name for p in cache.iterdir()) == [done.name]  # the partly built copy is gone
     assert tree_hashes(cache) == before
     assert '"status": "stopped"' in (run_dir / "result.json").read_text()
+
+
+def test_ctrl_c_while_decoding_real_data_is_one_line_exit_130(dataset, tmp_path, monkeypatch, capsys):
+    root, _ = dataset
+    cache = tmp_path / "cache"
+    done = build_cache(root, cache, progress=False)
+    (root / "landscape" / "Weathers" / "Weather3.csv").write_text("WS,WD\n1,2\n")  # a new cache is due
+    before = tree_hashes(cache)
+    real_save = np.save
+
+    def interrupted(path, arr, *a, **k):
+        if str(path).endswith("12_fire.npy"):
+            raise KeyboardInterrupt  # what Ctrl-C raises in the middle of the decoding
+        return real_save(path, arr, *a, **k)
+
+    monkeypatch.setattr(cache_mod.np, "save", interrupted)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        with user_errors():
+            build_cache(root, cache, progress=False)
+    assert e.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"Interrupted while decoding {root} into the cache; nothing was harmed: the partly built cache was "
+        f"removed, {root} and the finished caches in {cache} are as they were (the next run decodes it again)"]
+    assert [p.name for p in cache.iterdir()] == [done.name] and tree_hashes(cache) == before
