@@ -106,26 +106,7 @@ def test_nan_weather_is_skipped_with_skip_and_does_not_poison_the_others(dataset
     assert np.isfinite(wind).all() and wind.min() >= 0 and wind.max() <= 1
 
 
-def test_geotiff_nan_cells_are_no_data_with_a_notice(tmp_path, capsys):
-    root = tmp_path / "data"
-    make_dataset(root)
-    raster = make_raster()
-    raster[0, 0, 0] = np.nan  # where the -9999 was
-    raster[0, 3, 4] = np.nan
-    tifffile.imwrite(root / "landscape" / "Input_Geotiff.tif", raster, photometric="minisblack",
-                     planarconfig="separate")
-    r = reader.read_landscape(root)
-    out = capsys.readouterr().out
-    assert out.strip().splitlines() == [
-        f"Note: {root / 'landscape' / 'Input_Geotiff.tif'}: 2 NaN/infinite cell(s) read as no-data (like -9999)"]
-    # the band keeps its real range: no-data -> -1, then min-max over 2..85.5 and the -1s
-    ref = make_raster()
-    ref[0, 0, 0] = ref[0, 3, 4] = -1.0
-    np.testing.assert_allclose(r[0], (ref[0] + 1.0) / 86.5, rtol=1e-6, atol=1e-7)
-    assert np.isfinite(r).all() and r[0].min() == 0.0 and r[0].max() == 1.0
-    cache = build_cache(root, tmp_path / "cache", progress=False)
-    static = np.load(cache / "static.npy").astype(np.float32)
-    assert np.isfinite(static).all() and static[0].max() == 1.0 and len(np.unique(static[0])) > 100
+# NaN cells in the GeoTIFF: tests/test_faults_data.py (issue 18 item 10)
 
 
 def test_geotiff_gdal_nodata_tag_is_no_data(tmp_path, capsys):

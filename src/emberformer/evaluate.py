@@ -8,6 +8,7 @@ growth metrics, expected calibration error, and the same by history length. Writ
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from emberformer.scoring import ceiling
 from emberformer.scoring import rollout
-from emberformer.cli.errors import user_errors
+from emberformer.cli.errors import hydra_errors, user_errors
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.datamodule import SPLITS
 from emberformer.data.dataset import to_device
@@ -262,4 +263,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_errors(sys.argv, "evaluate"):
+        main()

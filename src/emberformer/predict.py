@@ -10,6 +10,7 @@ frames T+1..T+K and ``sequence_<id>_from_<T>.gif`` of last observed frame | fore
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -21,7 +22,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
 from emberformer.scoring import rollout
-from emberformer.cli.errors import user_errors
+from emberformer.cli.errors import hydra_errors, user_errors
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.cache import build_cache, read_index
 from emberformer.data.dataset import FireSamples, collate, to_device
@@ -146,4 +147,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with hydra_errors(sys.argv, "predict"):
+        main()

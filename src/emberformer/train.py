@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emberformer.cli import run_config
 from emberformer.cli.checks import check_config_keys, check_model_config, checked_optimizer
-from emberformer.cli.errors import check_argv, is_multirun, user_errors
+from emberformer.cli.errors import hydra_errors, is_multirun, user_errors
 from emberformer.cli.run_config import CONF
 from emberformer.cli.run_folder import run_folder, use_run_folder
 from emberformer.sweeps.pruning import TrialPruning
@@ -65,9 +65,11 @@ def main(cfg: DictConfig) -> float:
         write_result(run_folder(), "stopped", reason=str(e))
         print(str(e), file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
-    except SystemExit:
+    except SystemExit as e:
         if not (run_folder() / "result.json").exists():  # a mistake in a command never rewrites a run's status
-            write_result(run_folder(), "failed", reason="configuration or data error (see log)")
+            stopped = e.code == 130  # Ctrl-C while the data was built (cli.errors.user_errors)
+            write_result(run_folder(), "stopped" if stopped else "failed", reason="interrupted while the data "
+                         "was prepared" if stopped else "configuration or data error (see log)")
         raise
     except Exception as e:  # a sweep records the trial as failed and goes on
         write_result(run_folder(), "failed", reason=f"{type(e).__name__}: {e}")
@@ -78,5 +80,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_argv(sys.argv)
-    main()
+    with hydra_errors(sys.argv, "train"):
+        main()

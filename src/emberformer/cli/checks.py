@@ -9,6 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from emberformer.cli.errors import UserError
 
+# keyword arguments the apps pass when they build a config node (instantiate(cfg.model,
+# static_channels=...), instantiate(cfg.data, **hardware.loader_settings())): never user settings
+SET_BY_THE_APP = frozenset({"static_channels", "batch_size", "num_workers", "pin_memory"})
+
 def _accepted_keys(target: Any) -> set[str] | None:
     """Keyword arguments ``target`` takes, following ``**kwargs`` into our own base classes;
     None when it takes any keyword (nothing to check)."""
@@ -73,3 +77,70 @@ def check_model_config(model_cfg: DictConfig) -> None:
         load_decode_head_state(model_cfg.get("pretrained_path"))
         return
     instantiate(model_cfg, static_channels=1)
+
+
+def _own_keys(target: Any) -> set[str]:
+    """The keyword arguments ``target`` names itself (not those it passes on through ``**kwargs``)."""
+    import inspect
+
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+
+
+def _compose_without(overrides: list[str], key: str, config_name: str) -> DictConfig | None:
+    """The config of the command without its overrides of ``key`` (and without sweeps), or None."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from emberformer.cli.run_config import CONF
+
+    try:
+        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
+        kept = [o.input_line for o in parsed if o.key_or_group != key and not o.is_sweep_override()]
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name=config_name, overrides=kept, return_hydra_config=True)
+    except Exception:  # noqa: BLE001 - another mistake in the command: Hydra's own message then
+        return None
+
+
+def missing_key_message(e: Exception, overrides: list[str], config_name: str) -> str | None:
+    """Hydra's "Could not override 'model.d_model' ... Key 'd_model' is not in struct" as one line:
+    the key, the group choice or node that lacks it, and that node's settings (or, for a setting
+    its YAML file leaves out, how to add it with ``+``). None for any other composition error."""
+    cause = e.__cause__
+    key = getattr(cause, "full_key", None)
+    if not str(e).startswith("Could not override") or not key or "not in struct" not in str(cause):
+        return None
+    cfg = _compose_without(overrides, key, config_name)
+    if cfg is None:
+        return None
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return None
+    group = key.split(".", 1)[0]
+    choice = cfg.hydra.runtime.choices.get(group) if parent else None
+    where = f"{group}={choice}" if choice else (parent or f"conf/{config_name}.yaml")
+    keys = {str(k) for k in node if not str(k).startswith("_") and str(k) != "hydra"}
+    target_keys: set[str] = set()
+    if "_target_" in node:
+        from hydra.utils import get_object
+
+        try:
+            target_keys = _own_keys(get_object(node._target_)) - keys - SET_BY_THE_APP
+        except Exception:  # noqa: BLE001 - an unimportable target is reported when it is built
+            target_keys = set()
+    value = next((o.partition("=")[2] for o in overrides if o.partition("=")[0] == key), "VALUE")
+    if leaf in target_keys:
+        return (f"{key} is a setting of {where} that its config file leaves out: add it with "
+                f"+{key}={value}")
+    line = f"{key} is not a setting of {where}; its settings: {', '.join(sorted(keys | target_keys)) or 'none'}"
+    if target_keys:  # settings the class takes that its YAML file does not list: Hydra needs a +
+        line += " (" + ", ".join(f"+{parent}.{k}=..." for k in sorted(target_keys)) + \
+            ": not in its config file, so with a leading +)"
+    return line

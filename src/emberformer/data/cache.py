@@ -220,6 +220,13 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _no_space(tmp, seqs, None if raster is None else raster.shape) from None
         raise reader.DataError(f"cannot build the decoded cache in {tmp.parent}: {e}") from None
+    except reader.DataInterrupted:
+        raise
+    except KeyboardInterrupt:  # the atomic folder removed the partly built copy
+        raise reader.DataInterrupted(
+            f"Interrupted while decoding {root} into the cache; nothing was harmed: the partly "
+            f"built cache was removed, {root} and the finished caches in {out.parent} are as they "
+            "were (the next run decodes it again)") from None
     return out
 
 

@@ -115,4 +115,10 @@ class SyntheticFireDataModule(FireDataModule):
     def prepare_root(self) -> Path:
         from emberformer.data.synthetic import ensure_synthetic
 
-        return ensure_synthetic(self.cache_dir, progress=self.progress, **self.gen)
+        try:
+            return ensure_synthetic(self.cache_dir, progress=self.progress, **self.gen)
+        except KeyboardInterrupt:  # ensure_synthetic removed its temporary folder
+            raise reader.DataInterrupted(
+                "Interrupted while generating the built-in data set; nothing was harmed: the partly "
+                f"built copy was removed, the finished data sets in {self.cache_dir} are as they were "
+                "(the next run generates it again)") from None

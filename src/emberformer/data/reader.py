@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tifffile
@@ -30,6 +31,14 @@ EXPECTED_LAYOUT = (
 
 class DataError(ValueError):
     """User data that does not follow the layout; the message names the file or sequence."""
+
+
+class DataInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a data set or its cache was being built; the message says what was kept.
+
+    Still a KeyboardInterrupt, so callers that stop on Ctrl-C keep doing so; the apps print the
+    message in one line and exit 130 (cli.errors.user_errors).
+    """
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,36 @@ def is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def number_key(name: str) -> tuple[str | int, ...]:
+    """``fire_7`` and ``fire_007`` -> ``("fire_", 7, "")``: runs of digits compare as numbers, so
+    ``fire_6`` comes before ``fire_11`` whatever the zero padding (zero-padded names keep the order
+    of their text)."""
+    parts = re.split(r"(\d+)", name)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def listdir(folder: Path) -> list[Path]:
+    """The entries of a folder of the layout; DataError names a folder that cannot be listed."""
+    try:
+        return list(folder.iterdir())
+    except OSError as e:
+        raise DataError(f"cannot list folder {folder}: {e.strerror or e}") from None
+
+
+def by_number(paths: list[Path], key_of: Callable[[Path], tuple], what: str) -> list[Path]:
+    """``paths`` in the order of their numbers (``key_of(path)``); two with one number are a
+    DataError naming both (``fire_7.png`` and ``fire_007.png``: which is the frame?)."""
+    keyed = sorted(((key_of(p), p.name, p) for p in paths), key=lambda t: (t[0], t[1]))
+    for (k1, _, p1), (k2, _, p2) in zip(keyed, keyed[1:]):
+        if k1 == k2:
+            raise DataError(f"{p1} and {p2} are the same {what} (the same number, padded differently); "
+                            "remove one of them")
+    return [p for _, _, p in keyed]
+
+
 def _frames(folder: Path) -> tuple[Path, ...]:
-    return tuple(sorted(p for p in folder.iterdir()
-                        if p.suffix.lower() == ".png" and not is_hidden(p) and p.is_file()))
+    pngs = [p for p in listdir(folder) if p.suffix.lower() == ".png" and not is_hidden(p) and p.is_file()]
+    return tuple(by_number(pngs, lambda p: number_key(p.stem), "frame"))
 
 
 def weather_files(root: Path) -> list[Path]:
@@ -85,7 +121,10 @@ def weather_files(root: Path) -> list[Path]:
 
 def read_text(path: Path) -> str:
     """A text file as str: UTF-8 (a BOM is dropped), UTF-16 with a BOM, otherwise Latin-1."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:  # unreadable (permissions), a folder, ...: one line naming the file
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
             return data.decode("utf-16")
@@ -121,7 +160,10 @@ def _sequence_info(root: Path, sid: int, folder: Path, indices: dict, history: l
     iso_dir = root / "isochrones" / folder.name
     if not iso_dir.is_dir():
         raise DataError(f"sequence {sid}: {iso_dir} is missing")
-    fire, iso = _frames(folder), _frames(iso_dir)
+    try:
+        fire, iso = _frames(folder), _frames(iso_dir)
+    except DataError as e:
+        raise DataError(f"sequence {sid}: {e}") from None
     if len(fire) != len(iso):
         raise DataError(f"sequence {sid}: {len(fire)} frames in {folder} but {len(iso)} in {iso_dir}")
     if len(fire) < 2:
@@ -138,6 +180,26 @@ def _sequence_info(root: Path, sid: int, folder: Path, indices: dict, history: l
     return SequenceInfo(sid, fire, iso, window, weather)
 
 
+def weather_history(path: Path) -> list[str]:
+    """Line k of WeatherHistory.csv, stripped, is entry k - 1 (the weather file of sequence k).
+
+    Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` only (not at the other characters ``str.splitlines``
+    breaks at, a form feed say). A blank line followed by more names is a DataError naming it: a
+    line deleted or inserted by mistake there would give every later sequence the weather of
+    another sequence, and nothing else would tell. Blank lines at the end are ignored.
+    """
+    lines = [ln.strip() for ln in re.split(r"\r\n|\r|\n", read_text(path))]
+    while lines and not lines[-1].strip('"').strip():
+        lines.pop()
+    for k, line in enumerate(lines, start=1):
+        if not line.strip('"').strip():
+            raise DataError(
+                f"{path}: line {k} is blank but later lines name weather files; line k names the "
+                f"weather file of sequence k, so a blank line would shift the weather of every later "
+                f"sequence: delete it, or name the weather file of sequence {k} on it")
+    return lines
+
+
 def list_sequences(root: str | Path, on_bad_sequence: str = "error") -> list[SequenceInfo]:
     """All sequences of root, sorted by id, with their files checked to exist.
 
@@ -152,12 +214,20 @@ def list_sequences(root: str | Path, on_bad_sequence: str = "error") -> list[Seq
     if not isinstance(indices, dict):
         raise DataError(f"{land / 'indices.json'} must be a JSON object mapping sequence ids to "
                         f"[y0, y1, x0, x1], got a {type(indices).__name__}")
-    history = [ln.strip() for ln in read_text(land / "WeatherHistory.csv").splitlines()]
+    history = weather_history(land / "WeatherHistory.csv")
     seqs = []
-    folders = [(parse_sequence_id(f.name), f) for f in (root / "fire_frames").iterdir() if f.is_dir()]
-    for sid, folder in sorted((i, f) for i, f in folders if i is not None):
+    folders: dict[int, list[Path]] = {}
+    for f in listdir(root / "fire_frames"):
+        sid = parse_sequence_id(f.name)
+        if sid is not None and f.is_dir():
+            folders.setdefault(sid, []).append(f)
+    for sid, found in sorted(folders.items()):
         try:
-            seqs.append(_sequence_info(root, sid, folder, indices, history))
+            if len(found) > 1:
+                names = " and ".join(sorted(p.name for p in found))
+                raise DataError(f"sequence {sid}: folders {names} in {root / 'fire_frames'} are both "
+                                f"sequence {sid} (the same number, padded differently); remove one of them")
+            seqs.append(_sequence_info(root, sid, found[0], indices, history))
         except DataError as e:
             if on_bad_sequence != "skip":
                 raise
@@ -246,13 +316,15 @@ def _gdal_nodata(tif: tifffile.TiffFile) -> float | None:
 
 
 def read_landscape(root: Path) -> np.ndarray:
-    """The whole static raster [C, Y, X], no-data replaced by -1, normalised per band.
+    """The whole static raster [C, Y, X], no-data replaced, normalised per band.
 
-    No-data cells are -9999, the value of the GDAL_NODATA tag when the file has one, and NaN or
-    infinite cells (a notice says how many of those); all become -1 before normalisation, so a
-    band keeps the range of its real values. Bands whose values are exactly {0,1} or {-1,1} are
-    kept as they are; the others are min-max normalised over the whole raster (not per crop, so
-    crops stay comparable).
+    No-data codes (-9999, and the value of the GDAL_NODATA tag when the file has one) become -1
+    before normalisation, as the original reader did. Bands whose values are exactly {0,1} or
+    {-1,1} are kept as they are; the others are min-max normalised over the whole raster (not per
+    crop, so crops stay comparable). NaN and infinite cells are missing values: left out of that
+    range (so they never move where the real values land) and set to the band's lowest normalised
+    value afterwards; a notice says how many there were in which band. Bands without them come out
+    exactly as before.
     """
     path = Path(root) / "landscape" / "Input_Geotiff.tif"
     try:
@@ -268,21 +340,32 @@ def read_landscape(root: Path) -> np.ndarray:
     elif raster.ndim != 3:
         raise DataError(f"GeoTIFF {path} has shape {list(raster.shape)}; expected one 2-D band [Y, X] "
                         "or bands [C, Y, X] / [Y, X, C]")
-    bad = ~np.isfinite(raster)
-    n_bad = int(bad.sum())
-    if n_bad:
-        print(f"Note: {path}: {n_bad} NaN/infinite cell(s) read as no-data (like {NODATA:g})", flush=True)
-    nodata_cells = bad | (raster == NODATA)
+    missing = ~np.isfinite(raster)
+    nodata_cells = raster == NODATA
     if nodata is not None:
         nodata_cells |= raster == np.float32(nodata)
     raster[nodata_cells] = -1.0
+    raster[missing] = np.nan
+    counts = {}
     for b in range(raster.shape[0]):
         band = raster[b]
-        values = np.unique(band) if band.size <= 4_000_000 else np.unique(band[::7, ::7])
-        if set(values.tolist()) in ({0.0, 1.0}, {-1.0, 1.0}):
+        n_missing = int(missing[b].sum())
+        if n_missing:
+            counts[b + 1] = n_missing
+        if n_missing == band.size:
+            raster[b] = 0.0  # no value at all: like a constant band
             continue
-        lo, hi = float(band.min()), float(band.max())
-        raster[b] = (band - lo) / (hi - lo) if hi > lo else 0.0
+        sample = band if band.size <= 4_000_000 else band[::7, ::7]
+        values = np.unique(sample[np.isfinite(sample)])
+        if set(values.tolist()) not in ({0.0, 1.0}, {-1.0, 1.0}):
+            lo, hi = float(np.nanmin(band)), float(np.nanmax(band))  # = min(), max() without NaN
+            raster[b] = (band - lo) / (hi - lo) if hi > lo else 0.0
+        if n_missing:
+            raster[b][missing[b]] = np.nanmin(raster[b])
+    if counts:
+        bands = "; ".join(f"band {b} of {raster.shape[0]}: {n} cell(s)" for b, n in counts.items())
+        print(f"Note: {path}: missing (NaN/infinite) values in {bands}; left out of each band's "
+              "normalisation and set to its lowest value", flush=True)
     return raster
 
 
