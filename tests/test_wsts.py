@@ -290,7 +290,7 @@ def test_best_crop_is_the_best_of_ten_by_target_then_input():
     days[:, 22, 2:6, 2:6] = 13.0      # fire in the input, top left
     target = np.zeros((40, 36), bool)
     target[30:34, 25:29] = True       # fire in the target, bottom right
-    corner = best_crop(days, target, 16, np.random.default_rng(7))
+    corner = best_crop(days[:, 22], target, 16, np.random.default_rng(7))
     # the same ten draws, scored by hand
     r = np.random.default_rng(7)
     tries = [(int(r.integers(0, 25)), int(r.integers(0, 21))) for _ in range(10)]
@@ -378,6 +378,9 @@ def test_bad_tif_inputs_name_the_file(tif_root, tmp_path):
     bad.write_bytes(b"II*\x00garbage, not a GeoTIFF")
     msg = one_line(root, tmp_path)
     assert msg.startswith(f"cannot read GeoTIFF {bad}: ")
+    good = root / "2020" / "fire_b" / "2020-08-05.tif"
+    good.write_bytes(good.read_bytes()[:40_000])  # truncated half way through its pixels
+    assert one_line(root, tmp_path).startswith(f"cannot read GeoTIFF {good}: ")
 
     root = copy_root(tif_root, tmp_path / "r3")
     bad = root / "2018" / "fire_b" / "2018-08-03.tif"
@@ -443,9 +446,10 @@ def test_config_builds_the_data_module(tif_root, tmp_path):
     assert isinstance(dm, WSTSDataModule) and dm.fold.test == (2018,)
     dm.setup()
     assert len(dm.datasets["train"]) == 2 * (6 - 5) and len(dm.datasets["val"]) == 1
-    for key, value in (("data.fold=12", "data.fold must be an integer 0-11"),
-                       ("data.n_leading_observations=6", "data.n_leading_observations must be an integer 1-5"),
-                       ("data.format=zarr", "data.format must be one of tif, hdf5, auto")):
-        bad = compose_config("data=wsts", f"data.root={tif_root}", key)
-        with pytest.raises(Exception, match=value):
-            instantiate(bad.data, batch_size=2, num_workers=0, pin_memory=False)
+    for key, value, message in (("fold", 12, "data.fold must be an integer 0-11"),
+                                ("n_leading_observations", 6, "data.n_leading_observations must be an integer 1-5"),
+                                ("format", "zarr", "data.format must be one of tif, hdf5, auto")):
+        bad = cfg.data.copy()
+        bad[key] = value
+        with pytest.raises(Exception, match=message):
+            instantiate(bad, batch_size=2, num_workers=0, pin_memory=False)

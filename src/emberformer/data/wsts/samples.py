@@ -32,16 +32,17 @@ TARGET_WEIGHT = 1000.0
 EVAL_MULTIPLE = 32
 
 
-def best_crop(days: np.ndarray, target: np.ndarray, size: int,
+def best_crop(fire_in: np.ndarray, target: np.ndarray, size: int,
               rng: np.random.Generator) -> tuple[int, int]:
-    """Top-left corner of the best of 10 random ``size`` crops: mean active fire (hours) of the
-    input plus 1000x the fire fraction of the target, the first best kept."""
+    """Top-left corner of the best of 10 random ``size`` crops: the mean active fire (hours) of the
+    input days ``fire_in`` [n, H, W] plus 1000x the fire fraction of the target [H, W], the first
+    best kept."""
     H, W = target.shape
     ch, cw = min(size, H), min(size, W)
     best, corner = -np.inf, (0, 0)
     for _ in range(CROP_TRIES):
         top, left = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
-        score = (float(days[:, AF_BAND, top:top + ch, left:left + cw].mean())
+        score = (float(fire_in[:, top:top + ch, left:left + cw].mean())
                  + TARGET_WEIGHT * float(target[top:top + ch, left:left + cw].mean()))
         if score > best:
             best, corner = score, (top, left)
@@ -121,31 +122,33 @@ class WSTSSamples(Dataset):
             self._maps[fire.id] = self.index.array(fire)
         return self._maps[fire.id]
 
-    def raw(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sample i uncropped: input days [n, 23, H, W] (active fire in hours) and target [H, W] bool."""
+    def crop_window(self, i: int, epoch: int) -> tuple[tuple[int, int, int, int], np.random.Generator | None]:
+        """(top, left, height, width) of sample i's crop in that epoch, chosen from the active-fire
+        band alone (the other bands are read for the window only); for a training sample also the
+        generator, left where the crop's draws end, that draws the flips next."""
         k, t = self.samples[i]
         arr = self.days(self.fires[k])
-        return np.array(arr[t:t + self.n]), np.asarray(arr[t + self.n, AF_BAND]) > 0
-
-    def _train_crop(self, days, target, rng):
-        top, left = best_crop(days, target, self.crop_size, rng)
-        c = self.crop_size
-        days, target = days[..., top:top + c, left:left + c], target[top:top + c, left:left + c]
-        days, target, valid = pad_to(days, target, c, c)
-        return flip_and_rotate(days, target, valid, rng)
+        H, W = arr.shape[-2:]
+        if not self.train:
+            (top, h), (left, w) = centre_window(H), centre_window(W)
+            return (top, left, h, w), None
+        rng = np.random.default_rng([self.seed, epoch, i])
+        top, left = best_crop(arr[t:t + self.n, AF_BAND], arr[t + self.n, AF_BAND] > 0, self.crop_size, rng)
+        return (top, left, min(self.crop_size, H), min(self.crop_size, W)), rng
 
     def __getitem__(self, key: int) -> dict:
         epoch, i = divmod(int(key), len(self))
-        days, target = self.raw(i)
-        if self.train:
-            rng = np.random.default_rng([self.seed, epoch, i])
-            days, target, valid = self._train_crop(days, target, rng)
+        k, t = self.samples[i]
+        arr = self.days(self.fires[k])
+        (top, left, h, w), rng = self.crop_window(i, epoch)
+        days = np.array(arr[t:t + self.n, :, top:top + h, left:left + w])
+        target = np.asarray(arr[t + self.n, AF_BAND, top:top + h, left:left + w]) > 0
+        if rng is not None:
+            days, target, valid = pad_to(days, target, self.crop_size, self.crop_size)
+            days, target, valid = flip_and_rotate(days, target, valid, rng)
         else:
-            (y0, h), (x0, w) = centre_window(target.shape[0]), centre_window(target.shape[1])
-            days, target = days[..., y0:y0 + h, x0:x0 + w], target[y0:y0 + h, x0:x0 + w]
             days, target, valid = pad_to(days, target, EVAL_MULTIPLE, EVAL_MULTIPLE)
         x = preprocess(days, self.mean, self.std)
-        k, t = self.samples[i]
         fire = self.fires[k]
         return {
             "x": torch.from_numpy(np.ascontiguousarray(x[:, self.features])),        # [n, C, h, w] float32
