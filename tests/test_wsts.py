@@ -453,3 +453,15 @@ def test_config_builds_the_data_module(tif_root, tmp_path):
         bad[key] = value
         with pytest.raises(Exception, match=message):
             instantiate(bad, batch_size=2, num_workers=0, pin_memory=False)
+
+
+def test_training_crops_do_not_depend_on_workers(tif_root, wsts_cache):
+    """The crops of an epoch follow from (seed, epoch, sample): a worker process gives the same."""
+    batches = []
+    for workers in (0, 1):
+        dm = module(tif_root, wsts_cache, fold=1, crop_size=16, batch_size=3, num_workers=workers)
+        loader = dm.loader("train", seed=5)
+        loader.sampler.set_epoch(2)
+        batches.append(next(iter(loader)))
+    for key in ("x", "target", "valid", "fire_id", "t"):
+        assert bool((batches[0][key] == batches[1][key]).all()), key

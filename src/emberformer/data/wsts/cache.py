@@ -162,22 +162,40 @@ def _decode_into(tmp: Path, root: Path, fmt: str, fires: list[layout.FireSource]
     entries, skipped = [], []
     moments = {y: Moments.empty() for y in YEARS}
     for src in tqdm(fires, desc="Decoding WildfireSpreadTS", disable=not progress, unit="fire"):
+        fid = len(entries)
         try:
-            days, dates = layout.read_fire(src)
+            n_days, dates = layout.fire_header(src)
+            shape = _write_days(tmp / f"f{fid}.npy", src, n_days, moments[src.year])
         except DataError as e:
+            (tmp / f"f{fid}.npy").unlink(missing_ok=True)
             if on_bad_sequence != "skip":
                 raise
             skipped.append(f"fire {src.label}: {e}")
             continue
-        fid = len(entries)
-        np.save(tmp / f"f{fid}.npy", np.ascontiguousarray(days, dtype=np.float32))
-        moments[src.year].add(days)
-        entries.append({"id": fid, "year": src.year, "name": src.name, "days": int(days.shape[0]),
-                        "height": int(days.shape[2]), "width": int(days.shape[3]), "dates": dates})
+        entries.append({"id": fid, "year": src.year, "name": src.name, "days": shape[0],
+                        "height": shape[2], "width": shape[3], "dates": dates})
     body = {"version": VERSION, "root": str(root), "format": fmt, "fires": entries,
             "skipped": skipped, "moments": {str(y): m.to_json() for y, m in moments.items()},
             "files": {p.name: p.stat().st_size for p in sorted(tmp.glob("*.npy"))}}
     atomic.write_text(tmp / INDEX, json.dumps({**body, "checksum": _checksum(body)}, indent=1))
+
+
+def _write_days(path: Path, src: layout.FireSource, n_days: int, moments: Moments) -> tuple[int, ...]:
+    """Write the fire's days into ``path`` (.npy, float32 [T, 23, H, W]) one day at a time, so a
+    long fire never sits in memory whole; add them to the year's moments; return the shape."""
+    out = None
+    for t, day in enumerate(layout.read_days(src)):
+        if out is None:
+            out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_days, *day.shape))
+        out[t] = day
+        moments.add(day[None])
+    if out is None:
+        np.save(path, np.zeros((0, layout.BANDS, 0, 0), np.float32))
+        return (0, layout.BANDS, 0, 0)
+    out.flush()
+    shape = out.shape
+    del out
+    return shape
 
 
 def fold_standardisation(index: WSTSIndex, fold: Fold) -> tuple[np.ndarray, np.ndarray]:

@@ -6,16 +6,18 @@ HDF5 (the published converter's output): ``ROOT/{year}/{fire}.hdf5`` with a data
 shape (T, 23, H, W) whose active-fire band is already NaN -> 0 and hhmm -> whole hours, and the
 attributes ``year``, ``fire_name``, ``img_dates``, ``lnglat``.
 
-Both read to the same thing: one fire as float32 [T, 23, H, W] with the active-fire band in whole
+Both read to the same thing: one fire as float32 days [23, H, W] with the active-fire band in whole
 hours (0: no detection), so everything after this module is layout-blind. Every problem is a
 one-line :class:`~emberformer.data.reader.DataError` naming the file or folder.
 """
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import tifffile
@@ -176,26 +178,29 @@ def active_fire_hours(af: np.ndarray) -> np.ndarray:
     return np.floor_divide(np.nan_to_num(af, nan=0.0), 100).astype(np.float32)
 
 
-def _read_tif_fire(src: FireSource) -> tuple[np.ndarray, list[str]]:
-    days = [read_tif_day(p) for p in src.files]
-    sizes = [d.shape[1:] for d in days]
-    if len(set(sizes)) > 1:
-        odd = next(i for i, s in enumerate(sizes) if s != sizes[0])
-        raise DataError(f"fire {src.where}: days of different sizes ({src.files[0].name} is "
-                        f"{sizes[0][0]}x{sizes[0][1]}, {src.files[odd].name} is {sizes[odd][0]}x{sizes[odd][1]})")
-    arr = np.stack(days)
-    arr[:, AF_BAND] = active_fire_hours(arr[:, AF_BAND])
-    return arr, [parse_date(p).isoformat() for p in src.files]
+def _tif_arrays(src: FireSource) -> Iterator[np.ndarray]:
+    first: tuple[int, int] | None = None
+    for p in src.files:
+        day = read_tif_day(p)
+        size = day.shape[1:]
+        if first is None:
+            first = size
+        elif size != first:
+            raise DataError(f"fire {src.where}: days of different sizes ({src.files[0].name} is "
+                            f"{first[0]}x{first[1]}, {p.name} is {size[0]}x{size[1]})")
+        day[AF_BAND] = active_fire_hours(day[AF_BAND])
+        yield day
 
 
 def _text(v: object) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
-def _read_hdf5_fire(src: FireSource) -> tuple[np.ndarray, list[str]]:
+@contextmanager
+def _hdf5_data(path: Path) -> Iterator:
+    """The file's dataset ``data``, checked to be (T, 23, H, W); DataError names the file."""
     import h5py
 
-    path = src.files[0]
     try:
         with h5py.File(path, "r") as f:
             if "data" not in f:
@@ -205,27 +210,39 @@ def _read_hdf5_fire(src: FireSource) -> tuple[np.ndarray, list[str]]:
             if dset.ndim != 4 or dset.shape[1] != BANDS:
                 raise DataError(f"{path}: dataset 'data' has shape {list(dset.shape)}, expected "
                                 f"(T, {BANDS}, H, W): {BANDS} bands a day")
-            arr = dset[()].astype(np.float32, copy=False)
-            raw_dates = dset.attrs.get("img_dates")
+            yield dset
     except DataError:
         raise
     except Exception as e:  # h5py raises OSError, KeyError, ... for broken files
         raise DataError(f"cannot read HDF5 file {path}: {one_line(e)}") from None
-    if raw_dates is None:
-        return arr, []
-    dates = [_text(d).replace(".tif", "") for d in np.atleast_1d(raw_dates)]
-    if len(dates) != len(arr):
-        raise DataError(f"{path}: attribute img_dates lists {len(dates)} dates for {len(arr)} days")
+
+
+def _hdf5_arrays(src: FireSource) -> Iterator[np.ndarray]:
+    with _hdf5_data(src.files[0]) as dset:
+        for t in range(dset.shape[0]):
+            yield np.asarray(dset[t], dtype=np.float32)
+
+
+def read_days(src: FireSource) -> Iterator[np.ndarray]:
+    """The fire's days in order, one at a time: float32 [23, H, W], active fire in whole hours
+    (0: no detection). DataError names the file (or the fire, for days of different sizes)."""
+    return _tif_arrays(src) if src.format == "tif" else _hdf5_arrays(src)
+
+
+def fire_header(src: FireSource) -> tuple[int, list[str]]:
+    """How many days the fire has, and their dates YYYY-MM-DD: from the TIF names, or the HDF5
+    attribute ``img_dates`` (no dates when the file has none)."""
+    if src.format == "tif":
+        return len(src.files), [parse_date(p).isoformat() for p in src.files]
+    path = src.files[0]
+    with _hdf5_data(path) as dset:
+        days, raw = dset.shape[0], dset.attrs.get("img_dates")
+    if raw is None:
+        return days, []
+    dates = [_text(d).replace(".tif", "") for d in np.atleast_1d(raw)]
+    if len(dates) != days:
+        raise DataError(f"{path}: attribute img_dates lists {len(dates)} dates for {days} days")
     for d in dates:
         if not is_date(d):
             raise DataError(f"{path}: img_dates entry {d!r} is not a date YYYY-MM-DD")
-    return arr, dates
-
-
-def read_fire(src: FireSource) -> tuple[np.ndarray, list[str]]:
-    """One fire as float32 [T, 23, H, W] (active fire in whole hours, 0: none) and its dates."""
-    if src.format == "tif":
-        if not src.files:
-            return np.zeros((0, BANDS, 0, 0), np.float32), []
-        return _read_tif_fire(src)
-    return _read_hdf5_fire(src)
+    return days, dates
