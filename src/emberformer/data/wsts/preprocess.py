@@ -110,21 +110,35 @@ def standardisation(moments: list[Moments]) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def landcover_one_hot(band: np.ndarray) -> np.ndarray:
-    """[n, H, W] class numbers -> [n, 17, H, W] float32; a value outside 1-17 (or NaN) is all 0."""
+def landcover_one_hot(band: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """[n, H, W] class numbers -> [n, 17, H, W] float32 (into ``out`` when given); a value outside
+    1-17 (or NaN) is all 0."""
     cls = np.where(np.isfinite(band), band, 0).astype(np.int64)
-    out = (cls[:, None] == np.arange(1, LANDCOVER_CLASSES + 1)[None, :, None, None])
-    return out.astype(np.float32)
+    classes = np.arange(1, LANDCOVER_CLASSES + 1)[None, :, None, None]
+    if out is None:
+        out = np.empty((band.shape[0], LANDCOVER_CLASSES, *band.shape[1:]), np.float32)
+    np.equal(cls[:, None], classes, out=out, casting="unsafe")
+    return out
+
+
+def _standardise(src: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.ndarray) -> None:
+    np.subtract(src, mean[None, :, None, None], out=out)
+    np.divide(out, std[None, :, None, None], out=out)
 
 
 def preprocess(days: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """[n, 23, H, W] raw days (degrees, active fire in hours) -> [n, 40, H, W] float32 model input."""
-    x = days.astype(np.float32, copy=True)
-    deg = list(DEGREE_BANDS)
-    x[:, deg] = np.sin(np.deg2rad(x[:, deg]))
-    binary = (x[:, AF_BAND:AF_BAND + 1] > 0).astype(np.float32)
-    x = (x - mean[None, :, None, None]) / std[None, :, None, None]
-    x = np.concatenate([x, binary], axis=1)
-    x[~np.isfinite(x)] = 0.0
-    one_hot = landcover_one_hot(x[:, LANDCOVER_BAND])
-    return np.concatenate([x[:, :LANDCOVER_BAND], one_hot, x[:, LANDCOVER_BAND + 1:]], axis=1)
+    """[n, 23, H, W] raw days (degrees, active fire in hours; any strides) -> [n, 40, H, W] float32
+    model input, written into one new array (a sample's only full-size copy after its read)."""
+    n, _, H, W = days.shape
+    out = np.empty((n, CHANNELS, H, W), np.float32)
+    lc, after = LANDCOVER_BAND, LANDCOVER_BAND + LANDCOVER_CLASSES      # 16, 33
+    _standardise(days[:, :lc], mean[:lc], std[:lc], out[:, :lc])
+    _standardise(days[:, lc + 1:], mean[lc + 1:], std[lc + 1:], out[:, after:AF_BINARY_CHANNEL])
+    for band in DEGREE_BANDS:  # not standardised (mean 0, std 1): their sine
+        ch = band if band < lc else band - 1 + LANDCOVER_CLASSES
+        out[:, ch] = np.sin(np.deg2rad(days[:, band]))
+    np.greater(days[:, AF_BAND], 0, out=out[:, AF_BINARY_CHANNEL], casting="unsafe")
+    for part in (out[:, :lc], out[:, after:AF_BINARY_CHANNEL]):  # missing values -> the mean
+        np.copyto(part, 0.0, where=~np.isfinite(part))
+    landcover_one_hot(days[:, lc], out=out[:, lc:after])
+    return out

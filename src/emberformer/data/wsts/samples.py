@@ -25,11 +25,12 @@ from torch.utils.data import Dataset
 from emberformer.data.sampler import EpochSampler
 from emberformer.data.wsts.cache import CachedFire, read_index
 from emberformer.data.wsts.layout import AF_BAND, DEGREE_BANDS
-from emberformer.data.wsts.preprocess import AF_BINARY_CHANNEL, preprocess
+from emberformer.data.wsts.preprocess import AF_BINARY_CHANNEL, CHANNELS, preprocess
 
 CROP_TRIES = 10
 TARGET_WEIGHT = 1000.0
 EVAL_MULTIPLE = 32
+ALL = list(range(CHANNELS))
 
 
 def best_crop(fire_in: np.ndarray, target: np.ndarray, size: int,
@@ -65,21 +66,30 @@ def pad_to(days: np.ndarray, target: np.ndarray, h: int, w: int) -> tuple[np.nda
 def flip_and_rotate(days: np.ndarray, target: np.ndarray, valid: np.ndarray,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random horizontal and vertical flip and rotation by k*90 degrees (counter-clockwise), the
-    angle bands (degrees clockwise from north) corrected to match."""
+    angle bands (degrees clockwise from north) corrected to match.
+
+    ``days`` must be the caller's own array: the angle correction is pointwise, so it is applied in
+    place before the pixels move, and the results are views (the preprocessing makes the copy).
+    """
     hflip, vflip, k = rng.random() > 0.5, rng.random() > 0.5, int(rng.integers(0, 4))
     deg = list(DEGREE_BANDS)
-    days = days.copy()
+    # mirroring left-right maps a -> 360 - a, top-bottom a -> 180 - a, turning by k*90 degrees
+    # counter-clockwise a -> a - 90k: together a -> sign * a + offset (mod 360), one pass
+    sign, offset = 1.0, 0.0
+    if hflip:
+        sign, offset = -sign, 360.0 - offset
+    if vflip:
+        sign, offset = -sign, 180.0 - offset
+    offset -= 90.0 * k
+    if hflip or vflip or k:
+        days[:, deg] = (sign * days[:, deg] + offset) % 360.0
     if hflip:
         days, target, valid = days[..., ::-1], target[..., ::-1], valid[..., ::-1]
-        days[:, deg] = 360.0 - days[:, deg]
     if vflip:
         days, target, valid = days[..., ::-1, :], target[..., ::-1, :], valid[..., ::-1, :]
-        days[:, deg] = (180.0 - days[:, deg]) % 360.0
     if k:
         days, target, valid = (np.rot90(a, k, axes=(-2, -1)) for a in (days, target, valid))
-        days = days.copy()
-        days[:, deg] = (days[:, deg] - 90.0 * k) % 360.0
-    return np.ascontiguousarray(days), np.ascontiguousarray(target), np.ascontiguousarray(valid)
+    return days, target, valid
 
 
 def centre_window(n: int) -> tuple[int, int]:
@@ -141,20 +151,23 @@ class WSTSSamples(Dataset):
         k, t = self.samples[i]
         arr = self.days(self.fires[k])
         (top, left, h, w), rng = self.crop_window(i, epoch)
-        days = np.array(arr[t:t + self.n, :, top:top + h, left:left + w])
+        days = arr[t:t + self.n, :, top:top + h, left:left + w]   # a view of the memory map
         target = np.asarray(arr[t + self.n, AF_BAND, top:top + h, left:left + w]) > 0
-        if rng is not None:
-            days, target, valid = pad_to(days, target, self.crop_size, self.crop_size)
+        if rng is not None:  # flip_and_rotate corrects angles in place: on a copy of our own
+            days, target, valid = pad_to(np.array(days), target, self.crop_size, self.crop_size)
             days, target, valid = flip_and_rotate(days, target, valid, rng)
         else:
             days, target, valid = pad_to(days, target, EVAL_MULTIPLE, EVAL_MULTIPLE)
         x = preprocess(days, self.mean, self.std)
+        x_today = x[-1:, AF_BINARY_CHANNEL].copy()
         fire = self.fires[k]
+        if self.features != ALL:
+            x = x[:, self.features]
         return {
-            "x": torch.from_numpy(np.ascontiguousarray(x[:, self.features])),        # [n, C, h, w] float32
+            "x": torch.from_numpy(x),                                                  # [n, C, h, w] float32
             "target": torch.from_numpy(target[None].astype(np.float32)),              # [1, h, w] 0/1
-            "fire_today": torch.from_numpy(x[-1:, AF_BINARY_CHANNEL].copy()),         # [1, h, w] 0/1
-            "valid": torch.from_numpy(valid[None].copy()),                             # [1, h, w] bool
+            "fire_today": torch.from_numpy(x_today),                                   # [1, h, w] 0/1
+            "valid": torch.from_numpy(np.ascontiguousarray(valid[None])),              # [1, h, w] bool
             "fire_id": fire.id, "year": fire.year, "t": t,
         }
 
