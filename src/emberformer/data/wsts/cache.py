@@ -182,19 +182,22 @@ def _decode_into(tmp: Path, root: Path, fmt: str, fires: list[layout.FireSource]
 
 def _write_days(path: Path, src: layout.FireSource, n_days: int, moments: Moments) -> tuple[int, ...]:
     """Write the fire's days into ``path`` (.npy, float32 [T, 23, H, W]) one day at a time, so a
-    long fire never sits in memory whole; add them to the year's moments; return the shape."""
-    out = None
-    for t, day in enumerate(layout.read_days(src)):
-        if out is None:
-            out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_days, *day.shape))
-        out[t] = day
-        moments.add(day[None])
-    if out is None:
-        np.save(path, np.zeros((0, layout.BANDS, 0, 0), np.float32))
-        return (0, layout.BANDS, 0, 0)
-    out.flush()
-    shape = out.shape
-    del out
+    long fire never sits in memory whole; add them to the year's moments; return the shape.
+
+    Plain writes, not a writable memory map: a full disk is then an OSError, not a SIGBUS.
+    """
+    shape: tuple[int, ...] = (0, layout.BANDS, 0, 0)
+    with open(path, "wb") as f:
+        for t, day in enumerate(layout.read_days(src)):
+            if t == 0:
+                shape = (n_days, *day.shape)
+                np.lib.format.write_array_header_1_0(
+                    f, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+                        "fortran_order": False, "shape": shape})
+            f.write(np.ascontiguousarray(day, dtype="<f4").tobytes())
+            moments.add(day[None])
+    if shape[0] == 0:
+        np.save(path, np.zeros(shape, np.float32))
     return shape
 
 
