@@ -162,16 +162,17 @@ def _decode_into(tmp: Path, root: Path, fmt: str, fires: list[layout.FireSource]
     entries, skipped = [], []
     moments = {y: Moments.empty() for y in YEARS}
     for src in tqdm(fires, desc="Decoding WildfireSpreadTS", disable=not progress, unit="fire"):
-        fid = len(entries)
+        fid, fire_moments = len(entries), Moments.empty()
         try:
             n_days, dates = layout.fire_header(src)
-            shape = _write_days(tmp / f"f{fid}.npy", src, n_days, moments[src.year])
-        except DataError as e:
+            shape = _write_days(tmp / f"f{fid}.npy", src, n_days, fire_moments)
+        except DataError as e:  # a fire that fails half way adds nothing to its year's statistics
             (tmp / f"f{fid}.npy").unlink(missing_ok=True)
             if on_bad_sequence != "skip":
                 raise
             skipped.append(f"fire {src.label}: {e}")
             continue
+        moments[src.year].merge(fire_moments)
         entries.append({"id": fid, "year": src.year, "name": src.name, "days": shape[0],
                         "height": shape[2], "width": shape[3], "dates": dates})
     body = {"version": VERSION, "root": str(root), "format": fmt, "fires": entries,
