@@ -469,3 +469,17 @@ def test_training_crops_do_not_depend_on_workers(tif_root, wsts_cache):
         batches.append(next(iter(loader)))
     for key in ("x", "target", "valid", "fire_id", "t"):
         assert bool((batches[0][key] == batches[1][key]).all()), key
+
+
+def test_a_root_that_is_not_wildfirespreadts(tif_root, h5_root, tmp_path):
+    assert one_line(tmp_path / "nowhere", tmp_path).startswith(f"data.root {tmp_path / 'nowhere'} does not exist")
+    (tmp_path / "empty" / "2018").mkdir(parents=True)
+    assert one_line(tmp_path / "empty", tmp_path).startswith(
+        f"data.root {tmp_path / 'empty'} holds no WildfireSpreadTS fires")
+    both = copy_root(tif_root, tmp_path / "both")
+    (both / "2018" / "fire_c.hdf5").write_bytes((h5_root / "2018" / "fire_a.hdf5").read_bytes())
+    assert "set data.format=tif or data.format=hdf5" in one_line(both, tmp_path)
+    dm = module(both, tmp_path / "c", format="tif")  # the explicit layout ignores the other files
+    assert len(dm.datasets["train"]) == expected_count((2018, 2019), 1)
+    with pytest.raises(ValueError, match="data.root is required with data=wsts"):
+        WSTSDataModule(root=None)
