@@ -67,7 +67,7 @@ def one_line(e: BaseException) -> str:
 
 def _tif_days(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in (".tif", ".tiff") and not is_hidden(p) and p.is_file())
+                  if p.suffix.lower() == ".tif" and not is_hidden(p) and p.is_file())
 
 
 def _year_dirs(root: Path) -> list[Path]:
@@ -83,7 +83,7 @@ def detect_format(root: Path, fmt: str) -> str:
     has_h5 = has_tif = False
     for y in _year_dirs(root):
         has_h5 |= any(not is_hidden(p) for p in y.glob("*.hdf5"))
-        has_tif |= any(d.is_dir() and not is_hidden(d) and any(d.glob("*.tif")) for d in y.iterdir())
+        has_tif |= any(d.is_dir() and not is_hidden(d) and _tif_days(d) for d in y.iterdir())
     if has_h5 and has_tif:
         raise DataError(f"data.root {root} holds both .hdf5 files and .tif folders; "
                         "set data.format=tif or data.format=hdf5")
