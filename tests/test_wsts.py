@@ -4,12 +4,14 @@ preprocessing, crops, cache and one-line errors checked against values computed 
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import tifffile
+import torch
 from hydra.utils import instantiate
 
 from conftest import compose_config
@@ -274,7 +276,7 @@ def test_training_crops_flips_and_batches(tif_root, wsts_cache):
     loader.sampler.set_epoch(1)
     batch = next(iter(loader))
     assert batch["x"].shape == (4, 1, 40, 16, 16) and batch["target"].shape == (4, 1, 16, 16)
-    assert batch["valid"].dtype == np.bool_ or str(batch["valid"].dtype) == "torch.bool"
+    assert batch["x"].dtype == torch.float32 and batch["valid"].dtype == torch.bool
     assert batch["fire_id"].shape == (4,) and batch["t"].shape == (4,) and batch["year"].shape == (4,)
     # the default 128-px crop of a 40x36 image: padded, valid marks the real pixels
     big = module(tif_root, wsts_cache, fold=0).datasets["train"][0]
@@ -285,7 +287,6 @@ def test_training_crops_flips_and_batches(tif_root, wsts_cache):
 
 
 def test_best_crop_is_the_best_of_ten_by_target_then_input():
-    rng = np.random.default_rng(0)
     days = np.zeros((2, 23, 40, 36), np.float32)
     days[:, 22, 2:6, 2:6] = 13.0      # fire in the input, top left
     target = np.zeros((40, 36), bool)
@@ -298,7 +299,6 @@ def test_best_crop_is_the_best_of_ten_by_target_then_input():
               for a, b in tries]
     assert corner == tries[int(np.argmax(scores))]
     assert target[corner[0]:corner[0] + 16, corner[1]:corner[1] + 16].any()
-    del rng
 
 
 def test_flips_and_rotations_correct_the_angle_bands():
@@ -361,8 +361,6 @@ def one_line(root: Path, tmp: Path, **kw) -> str:
 
 
 def copy_root(src: Path, dst: Path) -> Path:
-    import shutil
-
     shutil.copytree(src, dst)
     return dst
 
@@ -395,8 +393,6 @@ def test_bad_tif_inputs_name_the_file(tif_root, tmp_path):
                                         "is not a date YYYY-MM-DD.tif")
 
     root = copy_root(tif_root, tmp_path / "r5")
-    import shutil
-
     shutil.rmtree(root / "2020")
     msg = one_line(root, tmp_path, fold=7)
     assert msg.startswith(f"data.root {root} has no folder 2020") and msg.endswith(f"{root / '2020'} is missing")
