@@ -1,0 +1,96 @@
+"""``data=wsts``: WildfireSpreadTS split by the fold's years -> train/val/test loaders.
+
+The same interface as :class:`emberformer.data.datamodule.FireDataModule` (``setup``, ``loader``,
+``describe``), plus what a model needs to know of a sample: ``n_leading_observations`` days of
+``channels`` features each, of which ``static_positions`` do not change from day to day.
+Validation and test loaders use batch size 1 (whole centre-cropped images of different sizes), as
+the benchmark does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from emberformer.data.reader import DataError
+from emberformer.data.wsts import layout
+from emberformer.data.wsts.cache import build_cache, fold_standardisation, read_index
+from emberformer.data.wsts.folds import fold as get_fold
+from emberformer.data.wsts.preprocess import STATIC_CHANNELS, feature_ids
+from emberformer.data.wsts.samples import EpochKeyedSampler, WSTSSamples, collate
+
+SPLITS = ("train", "val", "test")
+
+
+def _int_in(key: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"data.{key} must be an integer {lo}-{hi}, got {value!r}")
+    return value
+
+
+class WSTSDataModule:
+    """WildfireSpreadTS at ``root`` (TIF or HDF5 layout), fold ``fold`` -> loaders."""
+
+    def __init__(self, root: str | None, fold: int = 0, n_leading_observations: int = 1,
+                 features: str = "all", format: str = "auto", crop_size: int = 128,
+                 cache_dir: str = "~/.cache/emberformer", on_bad_sequence: str = "error",
+                 batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False,
+                 progress: bool = True):
+        if root is None:
+            raise ValueError("data.root is required with data=wsts: data.root=/path/to/WildfireSpreadTS "
+                             "(the folder holding 2018/ 2019/ 2020/ 2021/)")
+        self.fold = get_fold(fold)
+        self.n_leading_observations = _int_in("n_leading_observations", n_leading_observations, 1, 5)
+        self.crop_size = _int_in("crop_size", crop_size, 1, 4096)
+        self.feature_ids = feature_ids(features)
+        if format not in layout.FORMATS:
+            raise ValueError(f"data.format must be one of {', '.join(layout.FORMATS)}, got {format!r}")
+        if on_bad_sequence not in ("error", "skip"):
+            raise ValueError(f"data.on_bad_sequence must be 'error' or 'skip', got {on_bad_sequence!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"hardware.batch_size must be >= 1, got {batch_size}")
+        self.root = Path(root).expanduser()
+        self.features, self.format = features, format
+        self.cache_dir, self.on_bad_sequence, self.progress = cache_dir, on_bad_sequence, progress
+        self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
+        self.channels = len(self.feature_ids)
+        # positions (within the selected features) of the channels that are the same every day
+        self.static_positions = tuple(i for i, c in enumerate(self.feature_ids) if c in STATIC_CHANNELS)
+        self.datasets: dict[str, WSTSSamples] = {}
+        self.mean = self.std = np.zeros(0, np.float32)
+
+    def setup(self) -> None:
+        """Decode the root once (reused while unchanged) and build the fold's three data sets."""
+        cache = build_cache(self.root, self.cache_dir, self.format, self.on_bad_sequence, self.progress)
+        self.mean, self.std = fold_standardisation(read_index(cache), self.fold)
+        self.datasets = {
+            split: WSTSSamples(cache, self.fold.years(split), self.n_leading_observations, self.mean,
+                               self.std, self.feature_ids, train=split == "train", crop_size=self.crop_size)
+            for split in SPLITS}
+        empty = [f"{s} ({', '.join(map(str, self.fold.years(s)))})" for s in ("train", "val")
+                 if len(self.datasets[s]) == 0]
+        if empty:
+            raise DataError(f"data.root {self.root}: {self.fold.describe()} gives no samples for "
+                            f"{' and '.join(empty)} with data.n_leading_observations="
+                            f"{self.n_leading_observations}")
+
+    def loader(self, split: str, seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Loader whose ``sampler.set_epoch(epoch, skip)`` fixes the order and the crops."""
+        ds = self.datasets[split]
+        ds.seed = seed
+        sampler = EpochKeyedSampler(len(ds), seed, shuffle=split == "train", rank=rank,
+                                    world_size=world_size)
+        return DataLoader(
+            ds, batch_size=self.batch_size if split == "train" else 1, sampler=sampler,
+            num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
+            collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            prefetch_factor=4 if self.num_workers > 0 else None)
+
+    def describe(self) -> dict[str, int]:
+        out: dict[str, int] = {"data/fold": self.fold.index}
+        for split, ds in self.datasets.items():
+            out[f"data/{split}_samples"] = len(ds)
+            out[f"data/{split}_fires"] = len(ds.fires)
+        return out

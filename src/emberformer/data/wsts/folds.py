@@ -1,0 +1,52 @@
+"""The 12 published WildfireSpreadTS folds: orderings of the four years as (train, train, val, test).
+
+The split is by year only, so a fold never depends on a random seed; fold k is the k-th ordering
+of the benchmark's list (Gerard et al. 2023).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+YEARS = (2018, 2019, 2020, 2021)
+
+FOLDS: tuple[tuple[int, int, int, int], ...] = (
+    (2018, 2019, 2020, 2021),
+    (2018, 2019, 2021, 2020),
+    (2018, 2020, 2019, 2021),
+    (2018, 2020, 2021, 2019),
+    (2018, 2021, 2019, 2020),
+    (2018, 2021, 2020, 2019),
+    (2019, 2020, 2018, 2021),
+    (2019, 2020, 2021, 2018),
+    (2019, 2021, 2018, 2020),
+    (2019, 2021, 2020, 2018),
+    (2020, 2021, 2018, 2019),
+    (2020, 2021, 2019, 2018),
+)
+
+
+@dataclass(frozen=True)
+class Fold:
+    """The years of each split of one fold."""
+
+    index: int
+    train: tuple[int, int]
+    val: tuple[int]
+    test: tuple[int]
+
+    def years(self, split: str) -> tuple[int, ...]:
+        """The years of ``split`` ("train", "val" or "test")."""
+        return {"train": self.train, "val": self.val, "test": self.test}[split]
+
+    def describe(self) -> str:
+        """One line for notices and errors: which year serves which split."""
+        return (f"fold {self.index}: train {self.train[0]}, {self.train[1]}, val {self.val[0]}, "
+                f"test {self.test[0]}")
+
+
+def fold(k: int) -> Fold:
+    """Fold ``k`` (0-11); ValueError names data.fold otherwise."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(FOLDS):
+        raise ValueError(f"data.fold must be an integer 0-{len(FOLDS) - 1}, got {k!r}")
+    a, b, v, t = FOLDS[k]
+    return Fold(k, (a, b), (v,), (t,))

@@ -1,0 +1,198 @@
+"""WildfireSpreadTS samples over the decoded cache: n days in, next day's active fire out.
+
+A fire of D days gives D - n samples for ``n_leading_observations`` = n: sample t takes days
+t .. t+n-1 as input and day t+n's active fire > 0 as the target (not a burned-area mask: the
+persistence forecast is "tomorrow's active fire = today's"). A fire of fewer than n + 1 days
+gives none, with a warning naming it.
+
+Training samples are random square crops (``crop_size``, the best of 10 tries by fire in the
+target weighted 1000x, then fire in the input), flipped and rotated by multiples of 90 degrees
+with the angle bands corrected; validation and test samples are the centre crop to the largest
+multiple of 32 in each dimension. Crops and flips are drawn from (seed, epoch, sample), never
+from a global RNG, so an epoch's samples are the same whatever the number of workers, and a run
+resumed mid-epoch sees the same ones. An image smaller than the crop (or than 32 px) is padded;
+``valid`` marks its real pixels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from emberformer.data.sampler import EpochSampler
+from emberformer.data.wsts.cache import CachedFire, read_index
+from emberformer.data.wsts.layout import AF_BAND, DEGREE_BANDS
+from emberformer.data.wsts.preprocess import AF_BINARY_CHANNEL, CHANNELS, preprocess
+
+CROP_TRIES = 10
+TARGET_WEIGHT = 1000.0
+EVAL_MULTIPLE = 32
+ALL = list(range(CHANNELS))
+
+
+def best_crop(fire_in: np.ndarray, target: np.ndarray, size: int,
+              rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left corner of the best of 10 random ``size`` crops: the mean active fire (hours) of the
+    input days ``fire_in`` [n, H, W] plus 1000x the fire fraction of the target [H, W], the first
+    best kept."""
+    H, W = target.shape
+    ch, cw = min(size, H), min(size, W)
+    best, corner = -np.inf, (0, 0)
+    for _ in range(CROP_TRIES):
+        top, left = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
+        score = (float(fire_in[:, top:top + ch, left:left + cw].mean())
+                 + TARGET_WEIGHT * float(target[top:top + ch, left:left + cw].mean()))
+        if score > best:
+            best, corner = score, (top, left)
+    return corner
+
+
+def pad_to(days: np.ndarray, target: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pad [n,23,H,W] days (NaN: becomes 0 after preprocessing) and the [H,W] target (0) at the
+    bottom and right to at least h x w; also return the valid-pixel mask."""
+    H, W = target.shape
+    ph, pw = max(h - H, 0), max(w - W, 0)
+    valid = np.ones((H, W), bool)
+    if ph or pw:
+        days = np.pad(days, ((0, 0), (0, 0), (0, ph), (0, pw)), constant_values=np.nan)
+        target = np.pad(target, ((0, ph), (0, pw)))
+        valid = np.pad(valid, ((0, ph), (0, pw)))
+    return days, target, valid
+
+
+def flip_and_rotate(days: np.ndarray, target: np.ndarray, valid: np.ndarray,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random horizontal and vertical flip and rotation by k*90 degrees (counter-clockwise), the
+    angle bands (degrees clockwise from north) corrected to match.
+
+    ``days`` must be the caller's own array: the angle correction is pointwise, so it is applied in
+    place before the pixels move, and the results are views (the preprocessing makes the copy).
+    """
+    hflip, vflip, k = rng.random() > 0.5, rng.random() > 0.5, int(rng.integers(0, 4))
+    deg = list(DEGREE_BANDS)
+    # mirroring left-right maps a -> 360 - a, top-bottom a -> 180 - a, turning by k*90 degrees
+    # counter-clockwise a -> a - 90k: together a -> sign * a + offset (mod 360), one pass
+    sign, offset = 1.0, 0.0
+    if hflip:
+        sign, offset = -sign, 360.0 - offset
+    if vflip:
+        sign, offset = -sign, 180.0 - offset
+    offset -= 90.0 * k
+    if hflip or vflip or k:
+        days[:, deg] = (sign * days[:, deg] + offset) % 360.0
+    if hflip:
+        days, target, valid = days[..., ::-1], target[..., ::-1], valid[..., ::-1]
+    if vflip:
+        days, target, valid = days[..., ::-1, :], target[..., ::-1, :], valid[..., ::-1, :]
+    if k:
+        days, target, valid = (np.rot90(a, k, axes=(-2, -1)) for a in (days, target, valid))
+    return days, target, valid
+
+
+def centre_window(n: int) -> tuple[int, int]:
+    """(start, length) of the centre crop of n pixels to the largest multiple of 32 (torchvision's
+    rounding of the offset); under 32 pixels: the whole image."""
+    length = n // EVAL_MULTIPLE * EVAL_MULTIPLE or n
+    return int(round((n - length) / 2.0)), length
+
+
+class WSTSSamples(Dataset):
+    """The samples of the given years from a cache folder made by ``build_cache``.
+
+    Index ``epoch * len(self) + i`` is sample i with the crop of that epoch (see
+    :class:`EpochKeyedSampler`); plain ``i`` is epoch 0.
+    """
+
+    def __init__(self, cache: str | Path, years: tuple[int, ...], n_leading_observations: int,
+                 mean: np.ndarray, std: np.ndarray, features: tuple[int, ...], train: bool,
+                 crop_size: int = 128, seed: int = 0):
+        self.index = read_index(cache)
+        self.n = int(n_leading_observations)
+        self.mean, self.std = mean, std
+        self.features = list(features)
+        self.train, self.crop_size, self.seed = train, int(crop_size), int(seed)
+        self.fires = [f for f in self.index.fires if f.year in years]
+        self.samples: list[tuple[int, int]] = []
+        for k, f in enumerate(self.fires):
+            if f.days < self.n + 1:
+                print(f"WARNING: fire {f.label} has {f.days} day(s), fewer than "
+                      f"data.n_leading_observations + 1 = {self.n + 1}: it gives no samples", flush=True)
+            self.samples += [(k, t) for t in range(f.days - self.n)]
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def days(self, fire: CachedFire) -> np.ndarray:
+        """The fire's cached days [T, 23, H, W], mapped on first use in each worker process."""
+        if fire.id not in self._maps:
+            self._maps[fire.id] = self.index.array(fire)
+        return self._maps[fire.id]
+
+    def crop_window(self, i: int, epoch: int) -> tuple[tuple[int, int, int, int], np.random.Generator | None]:
+        """(top, left, height, width) of sample i's crop in that epoch, chosen from the active-fire
+        band alone (the other bands are read for the window only); for a training sample also the
+        generator, left where the crop's draws end, that draws the flips next."""
+        k, t = self.samples[i]
+        arr = self.days(self.fires[k])
+        H, W = arr.shape[-2:]
+        if not self.train:
+            (top, h), (left, w) = centre_window(H), centre_window(W)
+            return (top, left, h, w), None
+        rng = np.random.default_rng([self.seed, epoch, i])
+        top, left = best_crop(arr[t:t + self.n, AF_BAND], arr[t + self.n, AF_BAND] > 0, self.crop_size, rng)
+        return (top, left, min(self.crop_size, H), min(self.crop_size, W)), rng
+
+    def __getitem__(self, key: int) -> dict:
+        epoch, i = divmod(int(key), len(self))
+        k, t = self.samples[i]
+        arr = self.days(self.fires[k])
+        (top, left, h, w), rng = self.crop_window(i, epoch)
+        days = arr[t:t + self.n, :, top:top + h, left:left + w]   # a view of the memory map
+        target = np.asarray(arr[t + self.n, AF_BAND, top:top + h, left:left + w]) > 0
+        if rng is not None:  # flip_and_rotate corrects angles in place: on a copy of our own
+            days, target, valid = pad_to(np.array(days), target, self.crop_size, self.crop_size)
+            days, target, valid = flip_and_rotate(days, target, valid, rng)
+        else:
+            days, target, valid = pad_to(days, target, EVAL_MULTIPLE, EVAL_MULTIPLE)
+        x = preprocess(days, self.mean, self.std)
+        x_today = x[-1:, AF_BINARY_CHANNEL].copy()
+        fire = self.fires[k]
+        if self.features != ALL:
+            x = x[:, self.features]
+        return {
+            "x": torch.from_numpy(x),                                                  # [n, C, h, w] float32
+            "target": torch.from_numpy(target[None].astype(np.float32)),              # [1, h, w] 0/1
+            "fire_today": torch.from_numpy(x_today),                                   # [1, h, w] 0/1
+            "valid": torch.from_numpy(np.ascontiguousarray(valid[None])),              # [1, h, w] bool
+            "fire_id": fire.id, "year": fire.year, "t": t,
+        }
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack samples, padding space (bottom, right) to the largest in the batch; valid=False there."""
+    B = len(items)
+    n, C = items[0]["x"].shape[:2]
+    H = max(it["x"].shape[-2] for it in items)
+    W = max(it["x"].shape[-1] for it in items)
+    out = {"x": torch.zeros(B, n, C, H, W), "target": torch.zeros(B, 1, H, W),
+           "fire_today": torch.zeros(B, 1, H, W), "valid": torch.zeros(B, 1, H, W, dtype=torch.bool)}
+    for b, it in enumerate(items):
+        h, w = it["x"].shape[-2:]
+        for key in out:
+            out[key][b, ..., :h, :w] = it[key]
+    for key in ("fire_id", "year", "t"):
+        out[key] = torch.tensor([it[key] for it in items])
+    return out
+
+
+class EpochKeyedSampler(EpochSampler):
+    """:class:`EpochSampler` whose indices carry the epoch (``epoch * n + i``), so each epoch's
+    random crops follow from (seed, epoch, sample) inside any worker."""
+
+    def __iter__(self) -> Iterator[int]:
+        base = self.epoch * self.n
+        return iter(base + i for i in super().__iter__())
