@@ -16,8 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from emberformer.training.checkpoint import load_weights, save_atomic
+from emberformer.training.checkpoint import save_atomic
 from emberformer.training.early_stopping import EarlyStopping
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stops, best.pt is kept."""
 
 
 class Interrupted(RuntimeError):
@@ -92,8 +96,9 @@ class Checkpointer:
         return path
 
     def restore(self, ckpt: dict[str, Any]) -> RunState:
-        """Load a checkpoint's weights and states; return the position to go on from."""
-        load_weights(self.model, ckpt, self.config.get("model"), self.config.get("ckpt_path"))
+        """Load a checkpoint's optimizer, scaler, early-stopping and RNG states; return the position
+        to go on from. The model holds the checkpoint's weights already: ``train`` loads them once,
+        before any file changes, to check that they fit (:func:`checkpoint.load_weights`)."""
         if self.optimizer is not None and ckpt.get("optimizer"):
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
