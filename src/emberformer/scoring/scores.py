@@ -50,10 +50,13 @@ class Scores:
         return float(self.loss_sums[0]) / self.samples
 
     def all_reduce(self) -> None:
-        """Sum the counts and loss over DDP ranks (a no-op in one process); call once, at the end."""
+        """Sum counts, AP histograms, calibration bins and loss over DDP ranks (a no-op in one
+        process), so every metric equals a single process on the same samples; call once, at the end."""
         self.loss_sums[1] += self.samples
         for m in self.pixels.values():
-            distributed.all_reduce_(m.counts)
+            m.all_reduce()
+        for c in self.calib.values():
+            distributed.all_reduce_(c.stats)
         distributed.all_reduce_(self.loss_sums)
 
     def metrics(self, name: str = "model") -> dict[str, float]:

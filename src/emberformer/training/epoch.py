@@ -89,7 +89,7 @@ def train_epoch(run: RunSetup, state: RunState, epoch: int) -> tuple[dict[str, f
     bar.close()
     sums[1] += host[0]
     sums[2] += host[1]
-    distributed.all_reduce_(metrics.counts)
+    metrics.all_reduce()
     distributed.all_reduce_(sums)
     out = metrics.compute()
     out["loss"] = float(sums[0] / sums[1].clamp(min=1))

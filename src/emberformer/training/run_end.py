@@ -3,6 +3,7 @@ summary that goes to the logger and the closing block on the console."""
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from emberformer.scoring import ceiling
@@ -33,14 +34,15 @@ def ceiling_summary(run: RunSetup, summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def finish(run: RunSetup, state: RunState, copy_last_val: dict[str, float] | None, wall: float) -> float:
+def finish(run: RunSetup, state: RunState, copy_last_val: dict[str, float] | None, started: float) -> float:
     """Summary of the run: best epoch, copy-last, and best.pt on the test split; returns the best
-    monitored value (the sweep objective)."""
+    monitored value (the sweep objective). The wall time runs from ``started`` to the end of the
+    test pass and ceiling: the whole run."""
     distributed.barrier()  # rank 0 may still be writing best.pt
     early, s = run.early, run.settings
     summary: dict[str, Any] = {
         "best/" + early.monitor: early.best_value, "best/epoch": early.best_epoch,
-        "params_used": run.learner.n_params, "device": run.hardware.describe(), "wall_time_s": round(wall, 1),
+        "params_used": run.learner.n_params, "device": run.hardware.describe(), "wall_time_s": 0.0,
         **run.data.describe(),
         **prefixed("best/", state.best_metrics),
     }
@@ -58,6 +60,7 @@ def finish(run: RunSetup, state: RunState, copy_last_val: dict[str, float] | Non
         summary.update(prefixed("copy_last/test_", copy_test or {}))
         if run.main and s.ceiling_samples:
             summary.update(ceiling_summary(run, summary))
+    summary["wall_time_s"] = round(time.time() - started, 1)
     if run.main:
         run.logger.summary(summary)
         print(console.results(summary, early.monitor, early.best_value, early.best_epoch))

@@ -50,9 +50,12 @@ class Trainer:
     def fit(self, *, model: nn.Module, data: FireDataModule, loss_fn: WeightedLoss,
             optimizer_factory: Callable[..., torch.optim.Optimizer], early_stopping: EarlyStopping,
             hardware: Hardware, logger: RunLogger, run_dir: Path, run_info: dict[str, Any],
-            resume: dict[str, Any] | None = None, pruning: TrialPruning | None = None) -> float:
+            resume: dict[str, Any] | None = None, pruning: TrialPruning | None = None,
+            started_at: float | None = None) -> float:
         """Train ``model``; with ``resume`` (a checkpoint whose weights ``model`` holds already)
-        go on from the position it saved."""
+        go on from the position it saved. ``started_at`` (``time.time()`` when the command began,
+        default now) is where the summary's wall time starts."""
+        started = time.time() if started_at is None else started_at
         run = build_run(self.settings, model=model, data=data, loss_fn=loss_fn,
                         optimizer_factory=optimizer_factory, early_stopping=early_stopping, hardware=hardware,
                         logger=logger, run_dir=run_dir, config=run_info["config"], pruning=pruning)
@@ -63,7 +66,6 @@ class Trainer:
                              run_info["config"], resume_id=state.wandb_id)
             print_banner(run, state)
         copy_last_val: dict[str, float] | None = None
-        t0 = time.time()
         with run.signals:
             try:
                 for epoch in range(state.epoch, epochs + 1):
@@ -89,7 +91,7 @@ class Trainer:
                 run.release(wait=False)
                 raise
         try:
-            return finish(run, state, copy_last_val, time.time() - t0)
+            return finish(run, state, copy_last_val, started)
         finally:
             run.logger.finish(exit_code=0)
             run.release()
