@@ -51,6 +51,9 @@ def finish(run: RunSetup, state: RunState, copy_last_val: dict[str, float] | Non
     if copy_last_val is not None:
         summary.update(prefixed("copy_last/val_", copy_last_val))
     best_path = run.checkpoints.path("best")
+    if s.evaluate_test and state.started_from and not best_path.is_file() and run.main:
+        print(f"No test pass: no epoch of this run improved {early.monitor} on the checkpoint it started "
+              f"from, so it has no best.pt of its own", flush=True)
     if s.evaluate_test and not run.pruning.pruned and len(run.data.datasets["test"]) \
             and best_path.is_file():  # a pruned trial is not worth a test pass
         model = run.learner.model

@@ -95,6 +95,16 @@ class Checkpointer:
         save_atomic(self.state(run, epoch, {}, complete=False, partial=partial, wandb_id=wandb_id), path)
         return path
 
+    def save_start(self, run: RunState, ckpt: dict[str, Any]) -> bool:
+        """A new run from another run's best checkpoint: those weights are this run's best.pt
+        until an epoch beats them, so the run ends with its own best.pt and test pass. False
+        (nothing written) when the checkpoint's weights are not its best epoch's."""
+        epoch = int(ckpt["epoch"])
+        if not ckpt["epoch_complete"] or ckpt["early_stopping"].get("best_epoch") != epoch:
+            return False
+        save_atomic(self.state(run, epoch, ckpt.get("metrics") or {}, complete=True), self.path("best"))
+        return True
+
     def restore(self, ckpt: dict[str, Any]) -> RunState:
         """Load a checkpoint's optimizer, scaler, early-stopping and RNG states; return the position
         to go on from. The model holds the checkpoint's weights already: ``train`` loads them once,

@@ -60,6 +60,8 @@ class Trainer:
                         optimizer_factory=optimizer_factory, early_stopping=early_stopping, hardware=hardware,
                         logger=logger, run_dir=run_dir, config=run_info["config"], pruning=pruning)
         state = run.checkpoints.restore(resume) if resume is not None else RunState()
+        if resume is not None and state.started_from and run.main:
+            run.checkpoints.save_start(state, resume)
         epochs = run.epochs
         if run.main:  # other ranks log nothing and write no files
             run.logger.start(run.run_dir, run_info["name"], run_info.get("group"), run_info["tags"],
