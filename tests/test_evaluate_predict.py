@@ -16,7 +16,7 @@ from emberformer.data.synthetic import ensure_synthetic
 
 from conftest import one_line_error, run_module
 
-KEYS = {"f1", "iou", "precision", "recall", "accuracy", "ap", "growth_f1", "ece", "samples"}
+KEYS = {"f1", "iou", "prec", "rec", "acc", "ap", "growth_f1", "ece", "samples"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -66,7 +66,7 @@ def test_evaluate_writes_metrics_report_and_figures(trained, test_eval):
         assert all(0.0 <= block[k] <= 1.0 for k in KEYS - {"samples"})
         assert block["samples"] == trained["summary"]["data/test_samples"] > 0
     copy = metrics["copy_last"]
-    assert copy["growth_f1"] == 0.0 and copy["precision"] == 1.0  # cumulative masks
+    assert copy["growth_f1"] == 0.0 and copy["prec"] == 1.0  # cumulative masks
     # the trainer scored the same checkpoint on the same split
     assert metrics["model"]["f1"] == pytest.approx(trained["summary"]["test/f1"], abs=1e-6)
     assert copy["f1"] == pytest.approx(trained["summary"]["copy_last/test_f1"], abs=1e-6)

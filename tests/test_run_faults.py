@@ -62,6 +62,8 @@ def fit(cfg, run_dir: Path, at: int | None = None, resume: dict | None = None) -
     data.setup()
     torch.manual_seed(cfg.seed)
     model = SignalAt(instantiate(cfg.model, static_channels=data.static_channels), at)
+    if resume is not None:  # train loads the weights once, before the trainer restores the rest
+        checkpoint.load_weights(model, resume, None, "last.pt")
     trainer = Trainer(epochs=cfg.trainer.epochs, seed=cfg.seed, progress=False)
     trainer.fit(model=model, data=data, loss_fn=instantiate(cfg.loss), optimizer_factory=instantiate(cfg.optim),
                 early_stopping=instantiate(cfg.early_stopping), hardware=hw, logger=instantiate(cfg.logger),

@@ -24,61 +24,31 @@ from emberformer.scoring import rollout
 from emberformer.cli.errors import hydra_errors, user_errors
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.datamodule import SPLITS
-from emberformer.data.dataset import to_device
 from emberformer.training.hardware import Hardware
-from emberformer.scoring.metrics import Calibration, PixelMetrics
-from emberformer.training.step import model_step
-from emberformer.models.copy_last import CopyLast
+from emberformer.scoring.metrics import PixelMetrics
+from emberformer.scoring.scores import KEYS, Scores
+from emberformer.training.step import Prediction, evaluate as evaluate_pass
 from emberformer.training.previews import sample_panel
 from emberformer.cli.run_config import CONF, build_model, scoring_config
 
-KEYS = ("f1", "iou", "precision", "recall", "accuracy", "ap", "growth_f1", "growth_precision",
-        "growth_recall", "growth_iou", "ece", "samples")
-
-
 # ---------------------------------------------------------------------------------------- metrics
-class Scores:
-    """Model and copy-last accumulators over one group of samples."""
-
-    def __init__(self, threshold: float, device: torch.device):
-        self.pixels = {name: PixelMetrics(threshold, device) for name in ("model", "copy_last")}
-        self.calib = {name: Calibration(device) for name in ("model", "copy_last")}
-        self.samples = 0
-
-    def update(self, prob: torch.Tensor, copy_prob: torch.Tensor, last: torch.Tensor,
-               target: torch.Tensor, mask: torch.Tensor) -> None:
-        for name, p in (("model", prob), ("copy_last", copy_prob)):
-            self.pixels[name].update(p, target, mask, last)
-            self.calib[name].update(p, target, mask)
-        self.samples += prob.shape[0]
-
-    def result(self) -> dict[str, dict[str, float]]:
-        out = {}
-        for name, m in self.pixels.items():
-            r = m.compute()
-            out[name] = {"f1": r["f1"], "iou": r["iou"], "precision": r["prec"], "recall": r["rec"],
-                         "accuracy": r["acc"], "ap": r["ap"], "growth_f1": r["growth_f1"],
-                         "growth_precision": r["growth_prec"], "growth_recall": r["growth_rec"],
-                         "growth_iou": r["growth_iou"], "ece": self.calib[name].compute(),
-                         "samples": self.samples}
-        return out
+Example = tuple[dict, np.ndarray]
 
 
-@torch.no_grad()
 def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torch.device,
-          threshold: float, n_examples: int, static: torch.Tensor) -> tuple[Scores, dict[int, Scores], list[tuple[dict, np.ndarray]]]:
-    """One pass over a loader: overall scores, scores by history length, and example samples."""
-    total, by_len, examples = Scores(threshold, device), {}, []
+          threshold: float, n_examples: int, static: torch.Tensor) -> tuple[Scores, dict[int, Scores], list[Example]]:
+    """One pass over a loader (the trainer's evaluation pass): overall scores, scores by history
+    length, and example samples."""
+    by_len: dict[int, Scores] = {}
+    examples: list[Example] = []
     n = len(loader.dataset)
     wanted = set(np.linspace(0, n - 1, min(n_examples, n)).round().astype(int).tolist()) if n else set()
     seen = 0
-    copy_last = CopyLast()
-    loader.sampler.set_epoch(0)  # type: ignore[union-attr]
-    for batch in loader:
-        b = to_device(batch, device, static)
-        pred = model_step(model, b, hardware.autocast)
-        prob, copy_prob, last = pred.prob, model_step(copy_last, b).prob, pred.last
-        total.update(prob, copy_prob, last, pred.target, pred.mask)
+
+    def each(_i: int, b: dict, pred: Prediction, base: Prediction | None) -> None:
+        nonlocal seen
+        assert base is not None
+        prob, copy_prob, last = pred.prob, base.prob, pred.last
         lengths = b["valid_t"].sum(1)
         for length in lengths.unique().tolist():
             i = lengths == length
@@ -90,14 +60,15 @@ def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torc
                                   "pixel_mask": b["mask"][i].cpu(), "seq_id": b["seq_id"][i], "t": b["t"][i]},
                                  prob[i, 0].cpu().numpy()))
         seen += prob.shape[0]
+
+    total = evaluate_pass(model, loader, Scores(threshold, device), device=device, static=static,
+                          autocast=hardware.autocast, each=each)
     return total, dict(sorted(by_len.items())), examples
 
 
 def ceiling_entry(scores: dict[str, float]) -> dict[str, float]:
-    """The simulator ceiling's PixelMetrics names -> metrics.json's names (KEYS)."""
-    names = {"precision": "prec", "recall": "rec", "accuracy": "acc", "growth_precision": "growth_prec",
-             "growth_recall": "growth_rec"}
-    return {k: scores[names.get(k, k)] for k in KEYS}
+    """The simulator ceiling's scores as a metrics.json block (KEYS)."""
+    return {k: scores[k] for k in KEYS}
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -147,8 +118,8 @@ def pr_curve(path: Path, metrics: PixelMetrics, result: dict[str, dict[str, floa
     ax = fig.subplots()
     ax.plot(recall, precision, drawstyle="steps-post", label=f"model (AP {result['model']['ap']:.3f})")
     m, c = result["model"], result["copy_last"]
-    ax.plot([m["recall"]], [m["precision"]], "o", label=f"model at threshold (F1 {m['f1']:.3f})")
-    ax.plot([c["recall"]], [c["precision"]], "s", color="red", label=f"copy-last (F1 {c['f1']:.3f})")
+    ax.plot([m["rec"]], [m["prec"]], "o", label=f"model at threshold (F1 {m['f1']:.3f})")
+    ax.plot([c["rec"]], [c["prec"]], "s", color="red", label=f"copy-last (F1 {c['f1']:.3f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title="Precision-recall")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")

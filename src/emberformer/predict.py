@@ -19,12 +19,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from emberformer.scoring import rollout
 from emberformer.cli.errors import hydra_errors, user_errors
 from emberformer.cli.run_folder import run_folder
-from emberformer.data.cache import build_cache, read_index
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import encode_mask, write_mask
 from emberformer.training.step import model_step
@@ -78,20 +77,19 @@ def predict(cfg: DictConfig) -> list[Path]:
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
-    root = data.prepare_root()
-    cache = build_cache(root, data.cache_dir, data.on_bad_sequence, data.progress)
-    meta = read_index(cache).sequences
-    sid = sequence_id(cfg.sequence, sorted(meta), root)
-    samples = FireSamples(cache, [sid], data.max_history)
-    model = build_model(cfg, samples.static_channels, ckpt, device)
-    h, w = meta[sid].height, meta[sid].width
+    data.setup(need_splits=False)  # one sequence is predicted: any number of them will do
+    sid = sequence_id(cfg.sequence, sorted(i for ids in data.split.values() for i in ids), data.layout_root)
+    samples = next(ds for ds in data.datasets.values() if sid in ds.seq_ids)  # its split's data set
+    model = build_model(cfg, data.static_channels, ckpt, device)
+    h, w = samples.meta[sid].height, samples.meta[sid].width
     thresh = float(cfg.metrics.pred_thresh)
     out.mkdir(parents=True, exist_ok=True)
     paths, frames = [], []
-    static = samples.static_raster().to(device)
+    static = data.static_raster().to(device)
     if horizon is not None:
         return forecast(model, samples, sid, horizon, start, static, device, thresh, hardware.autocast, out)
-    for batch in DataLoader(samples, batch_size=data.batch_size, collate_fn=collate):
+    of_sid = Subset(samples, [i for i, (s, _) in enumerate(samples.samples) if s == sid])
+    for batch in DataLoader(of_sid, batch_size=data.batch_size, collate_fn=collate):
         b = to_device(batch, device, static)
         pred = (model_step(model, b, hardware.autocast).prob > thresh)[:, 0, :h, :w].cpu().numpy()
         for i in range(pred.shape[0]):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import hydra
 import torch
@@ -25,6 +26,7 @@ from emberformer.training.trainer import NonFiniteLoss
 
 def train(cfg: DictConfig) -> float:
     """One run; returns the best monitored value (what a sweeper optimises)."""
+    started = time.time()  # the summary's wall time: the whole run, data and test pass included
     use_run_folder(None)
     check_config_keys(cfg)
     cfg, resume, run_dir = run_config.resume(cfg)  # last.pt: its own folder; best.pt: a new run
@@ -50,7 +52,7 @@ def train(cfg: DictConfig) -> float:
     pruning = TrialPruning.from_hydra(max_epochs=trainer.epochs)  # a no-op outside an Optuna study
     best = trainer.fit(model=model, data=data, loss_fn=loss, optimizer_factory=optimizer,
                        early_stopping=early, hardware=hardware, logger=logger, run_dir=run_dir,
-                       run_info=run_info(cfg), resume=resume, pruning=pruning)
+                       run_info=run_info(cfg), resume=resume, pruning=pruning, started_at=started)
     if distributed.is_main():
         write_result(run_folder(), "pruned" if pruning.pruned else "ok", best, early.best_epoch)
     return best

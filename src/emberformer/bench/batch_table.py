@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.dataset import to_device
-from emberformer.training.step import model_step
-from emberformer.training.trainer import count_parameters
+from emberformer.training.run_setup import build_learner, count_parameters
+from emberformer.training.step import train_step
 
 GB = 1024 ** 3
 
@@ -294,21 +294,11 @@ def bench_table(cfg: DictConfig) -> list[Row]:
     static = data.static_raster().to(device)
 
     def prepare(bs: int):
-        model = build_model().to(device)
-        if hw.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = optim_factory(model.param_groups())
-        scaler = hw.grad_scaler()
-        net = torch.compile(model) if hw.compile else model
-        net.train()
+        learner = build_learner(build_model(), optim_factory, hw, device)  # what a training run builds
+        learner.net.train()
 
         def step(batch: dict) -> int:
-            pred = model_step(net, to_device(batch, device, static), hw.autocast)
-            parts = loss_fn(pred.logits, pred.target, pred.mask)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(parts["loss"]).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            pred, _ = train_step(learner, to_device(batch, device, static), loss_fn, hw.autocast)
             return pred.size
 
         data.batch_size = bs

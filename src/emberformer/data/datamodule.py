@@ -60,20 +60,23 @@ class FireDataModule:
         self.progress = progress
         self.datasets: dict[str, FireSamples] = {}
         self.split: dict[str, list[int]] = {}
+        self.layout_root: Path | None = None  # the folder in the data layout, once set up
 
     def prepare_root(self) -> Path:
         """Where the layout lives (the synthetic subclass generates it first)."""
         assert self.root is not None
         return self.root
 
-    def setup(self) -> None:
-        cache = build_cache(self.prepare_root(), self.cache_dir, self.on_bad_sequence, self.progress)
+    def setup(self, need_splits: bool = True) -> None:
+        """Cache, split and data sets; ``need_splits=False`` (predict) takes any number of sequences."""
+        self.layout_root = self.prepare_root()
+        cache = build_cache(self.layout_root, self.cache_dir, self.on_bad_sequence, self.progress)
         index = read_index(cache)
         ids = list(index.sequences)
         self.split = split_sequences(ids, self.fractions, self.split_seed)
         self.datasets = {k: FireSamples(cache, v, self.max_history) for k, v in self.split.items()}
         self.static_channels = index.static_channels
-        if len(self.datasets["train"]) == 0 or len(self.datasets["val"]) == 0:
+        if need_splits and (len(self.datasets["train"]) == 0 or len(self.datasets["val"]) == 0):
             raise reader.DataError(
                 f"{len(ids)} usable sequence(s) give {len(self.datasets['train'])} training and "
                 f"{len(self.datasets['val'])} validation samples; need at least 3 sequences")

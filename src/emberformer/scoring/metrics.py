@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from emberformer.training import distributed
+
 AP_BINS = 1000
 
 
@@ -75,6 +77,11 @@ class PixelMetrics:
         valid = mask.flatten()
         self.pos_hist.scatter_add_(0, bins, (tgt.flatten() & valid).to(torch.float64))
         self.neg_hist.scatter_add_(0, bins, (~tgt.flatten() & valid).to(torch.float64))
+
+    def all_reduce(self) -> None:
+        """Sum the counts and the AP histograms over DDP ranks (a no-op in one process)."""
+        for t in (self.counts, self.pos_hist, self.neg_hist):
+            distributed.all_reduce_(t)
 
     def compute(self) -> dict[str, float]:
         """One host sync: loss-free metric dict with growth_* and ap."""

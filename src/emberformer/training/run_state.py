@@ -16,8 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from emberformer.training.checkpoint import load_weights, save_atomic
+from emberformer.training.checkpoint import save_atomic
 from emberformer.training.early_stopping import EarlyStopping
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run stops, best.pt is kept."""
 
 
 class Interrupted(RuntimeError):
@@ -91,9 +95,20 @@ class Checkpointer:
         save_atomic(self.state(run, epoch, {}, complete=False, partial=partial, wandb_id=wandb_id), path)
         return path
 
+    def save_start(self, run: RunState, ckpt: dict[str, Any]) -> bool:
+        """A new run from another run's best checkpoint: those weights are this run's best.pt
+        until an epoch beats them, so the run ends with its own best.pt and test pass. False
+        (nothing written) when the checkpoint's weights are not its best epoch's."""
+        epoch = int(ckpt["epoch"])
+        if not ckpt["epoch_complete"] or ckpt["early_stopping"].get("best_epoch") != epoch:
+            return False
+        save_atomic(self.state(run, epoch, ckpt.get("metrics") or {}, complete=True), self.path("best"))
+        return True
+
     def restore(self, ckpt: dict[str, Any]) -> RunState:
-        """Load a checkpoint's weights and states; return the position to go on from."""
-        load_weights(self.model, ckpt, self.config.get("model"), self.config.get("ckpt_path"))
+        """Load a checkpoint's optimizer, scaler, early-stopping and RNG states; return the position
+        to go on from. The model holds the checkpoint's weights already: ``train`` loads them once,
+        before any file changes, to check that they fit (:func:`checkpoint.load_weights`)."""
         if self.optimizer is not None and ckpt.get("optimizer"):
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
