@@ -18,7 +18,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from emberformer.scoring import ceiling
 from emberformer.training import console
 from emberformer.training import distributed
 from emberformer.training.checkpoint import load as load_checkpoint
@@ -376,6 +375,8 @@ class Trainer:
     def _ceiling(self, summary: dict[str, Any]) -> dict[str, Any]:
         """``ceiling/test_*`` (the simulator's own ensemble on the test split, data=synthetic only)
         and the share of the copy-last -> ceiling F1 gap that best.pt closes."""
+        from emberformer.scoring import ceiling  # imports the simulator (pytorchfire): only when used
+
         ceil = ceiling.ceiling_scores(self.data, "test", self.ceiling_samples, progress=self.progress)
         if ceil is None:  # no simulator behind the data: one line was printed
             return {}
