@@ -17,7 +17,6 @@ from emberformer.training import checkpoint
 from emberformer.training.checkpoint import CheckpointError
 from emberformer.models.base import FireModel
 from emberformer.training.run_state import Interrupted
-from emberformer.training.trainer import Trainer
 
 TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null", "data.progress=false", "trainer.progress=false"]
 
@@ -62,7 +61,7 @@ def fit(cfg, run_dir: Path, at: int | None = None, resume: dict | None = None) -
     data.setup()
     torch.manual_seed(cfg.seed)
     model = SignalAt(instantiate(cfg.model, static_channels=data.static_channels), at)
-    trainer = Trainer(epochs=cfg.trainer.epochs, seed=cfg.seed, progress=False)
+    trainer = instantiate(cfg.trainer, progress=False, limit_batches=None)
     trainer.fit(model=model, data=data, loss_fn=instantiate(cfg.loss), optimizer_factory=instantiate(cfg.optim),
                 early_stopping=instantiate(cfg.early_stopping), hardware=hw, logger=instantiate(cfg.logger),
                 run_dir=run_dir, run_info={"name": "t", "tags": [], "config": {}}, resume=resume)

@@ -8,6 +8,7 @@ growth metrics, expected calibration error, and the same by history length. Writ
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
@@ -20,12 +21,12 @@ from torch.utils.data import DataLoader
 
 from emberformer.scoring import ceiling
 from emberformer.scoring import rollout
-from emberformer.cli.errors import user_errors
+from emberformer.cli.errors import check_argv, user_errors
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.datamodule import SPLITS
 from emberformer.data.dataset import to_device
 from emberformer.training.hardware import Hardware
-from emberformer.scoring.metrics import Calibration, PixelMetrics
+from emberformer.scoring.metrics import Calibration, PixelMetrics, check_threshold
 from emberformer.training.step import model_step
 from emberformer.models.copy_last import CopyLast
 from emberformer.training.previews import sample_panel
@@ -188,20 +189,20 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
     if not isinstance(cfg.examples, int) or cfg.examples < 0:
         raise ValueError(f"examples must be an integer >= 0, got {cfg.examples!r}")
-    horizon = rollout.check_horizon(cfg.get("horizon", 1))
+    horizon = rollout.check_horizon(cfg.horizon)
     run_dir = run_folder()
     cfg, ckpt = scoring_config(cfg)
+    thresh = check_threshold(cfg.metrics.pred_thresh)
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
     data.setup()
     rollout.check_horizon(horizon, data.datasets[cfg.split], f"of the {cfg.split} split ")
     model = build_model(cfg, data.static_channels, ckpt, device)
-    thresh = float(cfg.metrics.pred_thresh)
     total, by_len, examples = score(model, data.loader(cfg.split, int(cfg.seed)), hardware, device,
                                     thresh, int(cfg.examples), data.static_raster().to(device))
     result = total.result()
-    samples = int(cfg.get("ceiling", {}).get("samples", 32))
+    samples = int(cfg.ceiling.samples)
     if samples:
         ceil = ceiling.ceiling_scores(data, cfg.split, samples)
         if ceil is not None:
@@ -262,4 +263,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    check_argv(sys.argv)
     main()

@@ -10,6 +10,7 @@ frames T+1..T+K and ``sequence_<id>_from_<T>.gif`` of last observed frame | fore
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -21,7 +22,8 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
 from emberformer.scoring import rollout
-from emberformer.cli.errors import user_errors
+from emberformer.scoring.metrics import check_threshold
+from emberformer.cli.errors import check_argv, user_errors
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.cache import build_cache, read_index
 from emberformer.data.dataset import FireSamples, collate, to_device
@@ -68,12 +70,13 @@ def gif_frame(last: np.ndarray, pred: np.ndarray, truth: np.ndarray, caption: st
 def predict(cfg: DictConfig) -> list[Path]:
     """Write the predicted frames and the GIF of ``cfg.sequence``; return the PNG paths."""
     out = Path(cfg.out_dir).expanduser() if cfg.out_dir else run_folder()
-    horizon, start = cfg.get("horizon"), cfg.get("start")
+    horizon, start = cfg.horizon, cfg.start
     if horizon is None and start is not None:
         raise ValueError(f"start={start} needs horizon=K (forecast K frames ahead from frame {start})")
     if horizon is not None:
         horizon = rollout.check_horizon(horizon)
     cfg, ckpt = scoring_config(cfg)
+    thresh = check_threshold(cfg.metrics.pred_thresh)
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
@@ -84,7 +87,6 @@ def predict(cfg: DictConfig) -> list[Path]:
     samples = FireSamples(cache, [sid], data.max_history)
     model = build_model(cfg, samples.static_channels, ckpt, device)
     h, w = meta[sid].height, meta[sid].width
-    thresh = float(cfg.metrics.pred_thresh)
     out.mkdir(parents=True, exist_ok=True)
     paths, frames = [], []
     static = samples.static_raster().to(device)
@@ -146,4 +148,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_argv(sys.argv)
     main()

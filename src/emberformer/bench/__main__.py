@@ -1,12 +1,13 @@
 """``python -m emberformer.bench [bench=table|data_loader] [group=option] [key=value] ...``"""
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from emberformer.cli.errors import user_errors
+from emberformer.cli.errors import check_argv, user_errors
 from emberformer.bench.batch_table import bench_table
 from emberformer.bench.data_loader import bench_data_loader
 from emberformer.cli.run_config import CONF
@@ -30,4 +31,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_argv(sys.argv)
     main()

@@ -18,6 +18,7 @@ from torch import nn
 
 from emberformer.training import checkpoint
 from emberformer.cli.errors import UserError
+from emberformer.cli.moved_keys import upgrade_saved
 from emberformer.cli.run_folder import run_folder
 
 CONF = str(Path(__file__).resolve().parents[3] / "conf")
@@ -78,7 +79,7 @@ def from_checkpoint(cfg: DictConfig, saved_config: dict[str, Any], *,
     """
     groups = config_groups()
     frozen = groups if frozen_groups is None else groups & set(frozen_groups)
-    saved = OmegaConf.create(upgrade_targets(saved_config))
+    saved = OmegaConf.create(upgrade_saved(upgrade_targets(saved_config)))
     with open_dict(saved):
         for key, value in overrides():
             if key in frozen:

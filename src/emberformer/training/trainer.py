@@ -26,7 +26,7 @@ from emberformer.data.dataset import to_device
 from emberformer.training.early_stopping import EarlyStopping
 from emberformer.training.hardware import Hardware
 from emberformer.training.losses import WeightedLoss
-from emberformer.scoring.metrics import PixelMetrics
+from emberformer.scoring.metrics import PixelMetrics, check_threshold
 from emberformer.training.step import Prediction, model_step
 from emberformer.models.copy_last import CopyLast
 from emberformer.training.previews import write_previews
@@ -54,9 +54,9 @@ def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 class Trainer:
     """Runs one training job; ``fit`` returns the best monitored value (the sweep objective)."""
 
-    def __init__(self, epochs: int = 50, log_metrics_every: int = 50, seed: int = 0,
-                 pred_thresh: float = 0.5, limit_batches: int | None = None, progress: bool = True,
-                 evaluate_test: bool = True, ceiling_samples: int = 32):
+    def __init__(self, *, epochs: int, log_metrics_every: int, seed: int, pred_thresh: float,
+                 limit_batches: int | None, progress: bool, evaluate_test: bool, ceiling_samples: int,
+                 preview_samples: int):  # the values: conf/train.yaml's trainer node
         for key, value in (("trainer.epochs", epochs), ("trainer.log_metrics_every", log_metrics_every)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
@@ -65,18 +65,19 @@ class Trainer:
         if limit_batches is not None and (isinstance(limit_batches, bool) or not isinstance(limit_batches, int)
                                           or limit_batches < 1):
             raise ValueError(f"trainer.limit_batches must be null or an integer >= 1, got {limit_batches!r}")
-        if not 0 < float(pred_thresh) < 1:
-            raise ValueError(f"metrics.pred_thresh must be in (0, 1), got {pred_thresh}")
         self.epochs = int(epochs)
         self.log_every = int(log_metrics_every)
         self.seed = int(seed)
-        self.thresh = float(pred_thresh)
+        self.thresh = check_threshold(pred_thresh)
         self.limit_batches = limit_batches
         self.progress = progress
         self.evaluate_test = evaluate_test
         if isinstance(ceiling_samples, bool) or int(ceiling_samples) < 0:
             raise ValueError(f"ceiling.samples must be an integer >= 0 (0: no ceiling), got {ceiling_samples}")
         self.ceiling_samples = int(ceiling_samples)
+        if isinstance(preview_samples, bool) or not isinstance(preview_samples, int) or preview_samples < 0:
+            raise ValueError(f"trainer.preview_samples must be an integer >= 0, got {preview_samples!r}")
+        self.preview_samples = preview_samples
         self.copy_last = CopyLast()
 
     # ------------------------------------------------------------------ the story
@@ -301,7 +302,7 @@ class Trainer:
             sums[0] += parts["loss"].double() * pred.size
             seen += pred.size
             if preview is None:
-                k = self.logger.preview_samples
+                k = self.preview_samples
                 preview = ({"fire": b["fire"][:k].cpu(), "target": b["target"][:k].cpu(),
                             "pixel_mask": b["mask"][:k].cpu(), "seq_id": b["seq_id"][:k], "t": b["t"][:k]},
                            pred.prob[:k].cpu())
@@ -338,10 +339,10 @@ class Trainer:
                     "early_stop/best_epoch": self.early.best_epoch})
         step = self.state.global_step
         self.logger.log(rec, step=step)
-        if preview is not None and self.logger.preview_samples > 0:
+        if preview is not None and self.preview_samples > 0:
             batch, prob = preview
             paths, caps = write_previews(self.run_dir, epoch, batch, prob, self.thresh,
-                                         self.logger.preview_samples)
+                                         self.preview_samples)
             self.logger.images("val/preview", paths, caps, step, epoch)
         self.checkpoints.save_epoch(self.state, epoch, metrics, is_best, self.logger.run_id)
 
