@@ -74,8 +74,9 @@ def from_checkpoint(cfg: DictConfig, saved_config: dict[str, Any], *,
     """The checkpoint's config with this command's overrides on top.
 
     A group in ``frozen_groups`` (default: every group) cannot be swapped: ``{key}={value}: {why}``.
-    Top-level keys of this app that the run did not have (``split``, ``sequence``...) and
-    ``ckpt_path`` come from ``cfg``.
+    Top-level keys of this app that the run did not have (``split``, ``sequence``...),
+    ``ckpt_path`` and trainer settings newer than the checkpoint come from ``cfg``; keys that
+    moved or were removed since are read in today's names (``moved_keys.upgrade_saved``).
     """
     groups = config_groups()
     frozen = groups if frozen_groups is None else groups & set(frozen_groups)
@@ -88,6 +89,10 @@ def from_checkpoint(cfg: DictConfig, saved_config: dict[str, Any], *,
         for key in cfg:
             if key not in saved or key == "ckpt_path":
                 saved[key] = cfg[key]
+        if isinstance(saved.get("trainer"), DictConfig) and "trainer" in cfg:
+            for key in cfg.trainer:  # a trainer setting newer than the checkpoint (ceiling_samples)
+                if key not in saved.trainer:
+                    saved.trainer[key] = OmegaConf.select(cfg, f"trainer.{key}")
     return saved
 
 
