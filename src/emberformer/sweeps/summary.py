@@ -175,8 +175,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        mode = config.get("early_stopping", {}).get("mode", "max")
-        metric = config.get("early_stopping", {}).get("monitor", "objective")
+        mode, metric = config.early_stopping.mode, config.early_stopping.monitor  # what train returns
         text = write_optuna_summary(config, sweep_dir, metric) if is_optuna(config) else None
         print(text or write_summary(sweep_dir, mode, metric), flush=True)
         if is_grid(config):
