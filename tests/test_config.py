@@ -1,10 +1,18 @@
 """Every config group composes and builds the object its file names, with the seed's values."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from conftest import compose_config
+from emberformer.cli.errors import check_argv
+from emberformer.cli.moved_keys import upgrade_saved
 from emberformer.data.datamodule import FireDataModule, SyntheticFireDataModule
 from emberformer.training.early_stopping import EarlyStopping
 from emberformer.training.hardware import Hardware
@@ -123,3 +131,85 @@ def test_data_loggers_trainer_and_presets(tmp_path):
     assert seed.hardware.batch_size == 16 and seed.trainer.epochs == 50
     fast = cfg_of("debug=fast")
     assert fast.trainer.epochs == 2 and fast.data.num_sequences == 6 and fast.hardware.device == "cpu"
+
+
+# ------------------------------------------------------------------ keys that moved or were removed
+def run_cli(app: str, *args: str, cwd) -> subprocess.CompletedProcess:
+    """``python -m emberformer.APP ARGS``: old names are read from the command line, so a process."""
+    env = dict(os.environ, WANDB_MODE="offline", EMBERFORMER_CACHE=str(cwd / "cache"))
+    return subprocess.run([sys.executable, "-m", f"emberformer.{app}", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_logger_preview_samples_still_works_and_says_where_it_went(tmp_path):
+    proc = run_cli("train", "logger=none", "logger.preview_samples=5", "--cfg", "job", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ("Note: logger.preview_samples is now trainer.preview_samples "
+                                   "(the old name still works)")
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.trainer.preview_samples == 5 and "preview_samples" not in cfg.logger
+    tr = instantiate(cfg_of("trainer.preview_samples=0").trainer)
+    assert tr.preview_samples == 0  # the trainer reads it (no previews written)
+
+
+def test_an_old_name_in_a_yaml_file_says_where_it_went(tmp_path):
+    (tmp_path / "myconf" / "logger").mkdir(parents=True)  # a user's own logger file, written before the move
+    (tmp_path / "myconf" / "logger" / "mine.yaml").write_text(
+        "_target_: emberformer.tracking.RunLogger\nwandb: null\npreview_samples: 3\n")
+    proc = run_cli("train", f"hydra.searchpath=[file://{tmp_path / 'myconf'}]", "logger=mine", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "Error: logger.preview_samples is now trainer.preview_samples: write it there"
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("arg,instead", [("hardware.name=a6000", "the preset is the choice hardware=NAME"),
+                                         ("+hardware.name=x", "the preset is the choice hardware=NAME"),
+                                         ("optimized_metric=val/iou", "a study optimises what train returns")])
+def test_removed_keys_are_one_line_exit_2(capsys, arg, instead):
+    with pytest.raises(SystemExit) as e:
+        check_argv(["emberformer.train", "logger=none", arg])
+    assert e.value.code == 2
+    key = arg.lstrip("+").partition("=")[0]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"Error: {key} is no longer a setting (nothing read it): {instead}")
+
+
+def test_a_checkpoint_saved_with_old_keys_is_read_in_todays():
+    saved = {"hardware": {"name": "auto", "batch_size": 16}, "optimized_metric": "val/f1",
+             "logger": {"_target_": "emberformer.tracking.RunLogger", "wandb": None, "preview_samples": 3},
+             "trainer": {"epochs": 2}}
+    assert upgrade_saved(saved) == {"hardware": {"batch_size": 16}, "trainer": {"epochs": 2, "preview_samples": 3},
+                                    "logger": {"_target_": "emberformer.tracking.RunLogger", "wandb": None}}
+
+
+def test_evaluate_and_predict_compose_only_what_they_read():
+    train_only = {"optim", "loss", "early_stopping", "logger", "trainer", "hparams_search", "experiment"}
+    for app, extra in (("evaluate", {"ceiling", "split", "examples", "horizon", "seed"}),
+                       ("predict", {"sequence", "out_dir", "horizon", "start"})):
+        cfg = compose_config(config_name=app)
+        assert set(cfg) == {"data", "model", "hardware", "metrics", "ckpt_path"} | extra, app
+        assert not train_only & set(cfg)
+
+
+@pytest.mark.parametrize("app,extra", [("evaluate", []), ("predict", ["sequence=1"])])
+def test_every_scorer_checks_the_threshold_before_any_data_work(tmp_path, app, extra):
+    proc = run_cli(app, "model=copy_last", "metrics.pred_thresh=1.5", *extra, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "Error: metrics.pred_thresh must be in (0, 1), got 1.5"
+    assert not (tmp_path / "cache").exists()  # checked before the data is generated or read
+
+
+def test_train_imports_no_optional_heavy_library(tmp_path):
+    """A config mistake is reported without importing Optuna, PyTorchFire, matplotlib, W&B or
+    transformers: the modules Hydra loads at start (the sweeper plugin, the SweepSummary callback)
+    included, so the whole process is checked."""
+    code = ("import json, runpy, sys\n"
+            "sys.argv = ['emberformer.train', '+foo=1']\n"
+            "try:\n    runpy.run_module('emberformer.train', run_name='__main__')\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            "heavy = ('optuna', 'pytorchfire', 'matplotlib', 'wandb', 'transformers')\n"
+            "print(json.dumps({'code': code, 'loaded': [m for m in heavy if m in sys.modules]}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                          env=dict(os.environ, EMBERFORMER_CACHE=str(tmp_path / "cache")))
+    assert proc.stderr.strip() == "Error: foo is not a setting: nothing reads it (a typo? see the keys in conf/)"
+    assert json.loads(proc.stdout) == {"code": 2, "loaded": []}

@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from conftest import compose_config
 from emberformer.training.checkpoint import save_atomic
 from emberformer.models.base import FireModel
-from emberformer.training.trainer import NonFiniteLoss, Trainer
+from emberformer.training.trainer import NonFiniteLoss
 from test_train_e2e import run_train
 
 TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null", "trainer.progress=false"]
@@ -136,7 +136,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_best(tmp_path, cach
     data.setup()
     steps_per_epoch = -(-len(data.datasets["train"]) // data.batch_size)
     model = NaNAfter(instantiate(cfg.model, static_channels=data.static_channels), after=steps_per_epoch + 1)
-    trainer = Trainer(epochs=5, seed=0, progress=False)
+    trainer = instantiate(cfg.trainer, epochs=5, seed=0, progress=False, limit_batches=None)
     with pytest.raises(NonFiniteLoss) as e:
         trainer.fit(model=model, data=data, loss_fn=instantiate(cfg.loss), optimizer_factory=instantiate(cfg.optim),
                     early_stopping=instantiate(cfg.early_stopping), hardware=hw, logger=instantiate(cfg.logger),
@@ -153,7 +153,7 @@ def test_non_finite_loss_in_the_first_epoch_claims_no_checkpoint(tmp_path, tiny_
     data.setup()
     model = NaNAfter(instantiate(cfg.model, static_channels=data.static_channels), after=0)
     with pytest.raises(NonFiniteLoss) as e:
-        Trainer(epochs=2, seed=0, progress=False).fit(
+        instantiate(cfg.trainer, epochs=2, seed=0, progress=False, limit_batches=None).fit(
             model=model, data=data, loss_fn=instantiate(cfg.loss), optimizer_factory=instantiate(cfg.optim),
             early_stopping=instantiate(cfg.early_stopping), hardware=hw, logger=instantiate(cfg.logger),
             run_dir=tmp_path, run_info={"name": "nan", "tags": [], "config": {}})

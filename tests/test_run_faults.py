@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from emberformer.training import checkpoint
 from emberformer.training.checkpoint import CheckpointError
 from emberformer.models.base import FireModel
 from emberformer.training.run_state import Interrupted
-from emberformer.training.trainer import Trainer
 
 TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null", "data.progress=false", "trainer.progress=false"]
 
@@ -64,7 +64,7 @@ def fit(cfg, run_dir: Path, at: int | None = None, resume: dict | None = None) -
     model = SignalAt(instantiate(cfg.model, static_channels=data.static_channels), at)
     if resume is not None:  # train loads the weights once, before the trainer restores the rest
         checkpoint.load_weights(model, resume, None, "last.pt")
-    trainer = Trainer(epochs=cfg.trainer.epochs, seed=cfg.seed, progress=False)
+    trainer = instantiate(cfg.trainer, progress=False, limit_batches=None)
     trainer.fit(model=model, data=data, loss_fn=instantiate(cfg.loss), optimizer_factory=instantiate(cfg.optim),
                 early_stopping=instantiate(cfg.early_stopping), hardware=hw, logger=instantiate(cfg.logger),
                 run_dir=run_dir, run_info={"name": "t", "tags": [], "config": {}}, resume=resume)
@@ -188,6 +188,32 @@ def test_truncated_checkpoint_is_one_line_in_every_app(tmp_path, run_env, tiny_c
     extra = ["sequence=1"] if app == "predict" else []
     err = one_line_error(run_module(app, [f"ckpt_path={bad}", *extra], run_env, tmp_path))
     assert err.startswith(f"Error: ckpt_path {bad} is not a readable checkpoint")
+
+
+def test_a_checkpoint_written_with_old_keys_resumes_and_evaluates(tmp_path, run_env, tiny_ckpt):
+    """A run saved before issue 17 (logger.preview_samples, hardware.name, optimized_metric, no
+    trainer.ceiling_samples) goes on: old values under their new names, removed keys dropped."""
+    run = tmp_path / "old_run"
+    shutil.copytree(tiny_ckpt.parents[1], run)
+    last = run / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    cfg = state["config"]
+    cfg["logger"]["preview_samples"] = cfg["trainer"].pop("preview_samples") - 1  # 1 preview
+    cfg["hardware"]["name"] = "cpu"
+    cfg["optimized_metric"] = "val/f1"
+    del cfg["trainer"]["ceiling_samples"]
+    torch.save(state, last)
+    proc = run_module("train", [f"ckpt_path={last}", "trainer.epochs=2", "trainer.progress=false",
+                                "data.progress=false"], run_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (run / "previews").glob("epoch_002_*.png")) == ["epoch_002_0.png"]
+    resumed = checkpoint.load(last)["config"]
+    assert resumed["trainer"]["preview_samples"] == 1 and resumed["trainer"]["ceiling_samples"] == 32
+    assert "preview_samples" not in resumed["logger"] and "name" not in resumed["hardware"]
+    assert "optimized_metric" not in resumed
+    proc = run_module("evaluate", [f"ckpt_path={last}", "data.progress=false", "ceiling.samples=0",
+                                   f"hydra.run.dir={tmp_path / 'eval'}"], run_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 # ------------------------------------------------------------------ items 11 and 12: command lines

@@ -25,7 +25,7 @@ from emberformer.cli.errors import hydra_errors, user_errors
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.datamodule import SPLITS
 from emberformer.training.hardware import Hardware
-from emberformer.scoring.metrics import PixelMetrics
+from emberformer.scoring.metrics import PixelMetrics, check_threshold
 from emberformer.scoring.scores import KEYS, Scores
 from emberformer.training.step import Prediction, evaluate as evaluate_pass
 from emberformer.training.previews import sample_panel
@@ -160,20 +160,20 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {cfg.split!r}")
     if not isinstance(cfg.examples, int) or cfg.examples < 0:
         raise ValueError(f"examples must be an integer >= 0, got {cfg.examples!r}")
-    horizon = rollout.check_horizon(cfg.get("horizon", 1))
+    horizon = rollout.check_horizon(cfg.horizon)
     run_dir = run_folder()
     cfg, ckpt = scoring_config(cfg)
+    thresh = check_threshold(cfg.metrics.pred_thresh)
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
     data.setup()
     rollout.check_horizon(horizon, data.datasets[cfg.split], f"of the {cfg.split} split ")
     model = build_model(cfg, data.static_channels, ckpt, device)
-    thresh = float(cfg.metrics.pred_thresh)
     total, by_len, examples = score(model, data.loader(cfg.split, int(cfg.seed)), hardware, device,
                                     thresh, int(cfg.examples), data.static_raster().to(device))
     result = total.result()
-    samples = int(cfg.get("ceiling", {}).get("samples", 32))
+    samples = int(cfg.ceiling.samples)
     if samples:
         ceil = ceiling.ceiling_scores(data, cfg.split, samples, thresh)
         if ceil is not None:

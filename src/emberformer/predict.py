@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Subset
 
 from emberformer.scoring import rollout
 from emberformer.cli.errors import hydra_errors, user_errors
+from emberformer.scoring.metrics import check_threshold
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import encode_mask, write_mask
@@ -68,12 +69,13 @@ def gif_frame(last: np.ndarray, pred: np.ndarray, truth: np.ndarray, caption: st
 def predict(cfg: DictConfig) -> list[Path]:
     """Write the predicted frames and the GIF of ``cfg.sequence``; return the PNG paths."""
     out = Path(cfg.out_dir).expanduser() if cfg.out_dir else run_folder()
-    horizon, start = cfg.get("horizon"), cfg.get("start")
+    horizon, start = cfg.horizon, cfg.start
     if horizon is None and start is not None:
         raise ValueError(f"start={start} needs horizon=K (forecast K frames ahead from frame {start})")
     if horizon is not None:
         horizon = rollout.check_horizon(horizon)
     cfg, ckpt = scoring_config(cfg)
+    thresh = check_threshold(cfg.metrics.pred_thresh)
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
@@ -82,7 +84,6 @@ def predict(cfg: DictConfig) -> list[Path]:
     samples = next(ds for ds in data.datasets.values() if sid in ds.seq_ids)  # its split's data set
     model = build_model(cfg, data.static_channels, ckpt, device)
     h, w = samples.meta[sid].height, samples.meta[sid].width
-    thresh = float(cfg.metrics.pred_thresh)
     out.mkdir(parents=True, exist_ok=True)
     paths, frames = [], []
     static = data.static_raster().to(device)

@@ -253,15 +253,15 @@ def frame_size(data: Any) -> str:
 
 
 def _check_table(b: DictConfig) -> tuple[list[int], int, int, float | None]:
-    sizes = list(b.get("batch_sizes") or [])
+    sizes = list(b.batch_sizes or [])
     if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
         raise ValueError(f"bench.batch_sizes must be a non-empty list of integers >= 1, got {sizes}")
-    warmup, steps = b.get("warmup", 2), b.get("steps", 5)
+    warmup, steps = b.warmup, b.steps
     if not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"bench.warmup must be an integer >= 0, got {warmup}")
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"bench.steps must be an integer >= 1, got {steps}")
-    limit = b.get("max_memory_gb")
+    limit = b.max_memory_gb
     if limit is not None and not (isinstance(limit, (int, float)) and limit > 0):
         raise ValueError(f"bench.max_memory_gb must be null or > 0, got {limit}")
     return [int(s) for s in sizes], warmup, steps, None if limit is None else float(limit)

@@ -103,13 +103,13 @@ def stage_times(ds: Dataset, order: list[int], batch_size: int, batches: int,
 
 
 def _check_loader(b: DictConfig, hw_workers: int, hw_batch: int) -> tuple[int, int, int]:
-    batches = b.get("batches", 20)
+    batches = b.batches
     if not isinstance(batches, int) or batches < 1:
         raise ValueError(f"bench.batches must be an integer >= 1, got {batches}")
-    bs = b.get("batch_size") or hw_batch
+    bs = b.batch_size or hw_batch
     if not isinstance(bs, int) or bs < 1:
         raise ValueError(f"bench.batch_size must be null or an integer >= 1, got {bs}")
-    workers = b.get("num_workers")
+    workers = b.num_workers
     if workers is None:
         workers = hw_workers if hw_workers > 0 else 2
     if not isinstance(workers, int) or workers < 1:

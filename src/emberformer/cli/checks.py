@@ -8,6 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from emberformer.cli.errors import UserError
+from emberformer.cli.moved_keys import moved_key_note
 
 # keyword arguments the apps pass when they build a config node (instantiate(cfg.model,
 # static_channels=...), instantiate(cfg.data, **hardware.loader_settings())): never user settings
@@ -50,6 +51,9 @@ def check_config_keys(cfg: DictConfig) -> None:
         if "_target_" in node:
             accepted = _accepted_keys(get_object(node._target_))
             unknown = [k for k in node if not str(k).startswith("_") and accepted is not None and k not in accepted]
+            moved = moved_key_note(f"{path}{unknown[0]}") if unknown else None
+            if moved:  # an old name in a YAML file (the command line's are renamed in check_argv)
+                raise UserError(f"{moved}: write it there")
             if unknown:
                 raise UserError(f"{path}{unknown[0]} is not a setting of {node._target_.rsplit('.', 1)[-1]}; "
                                 f"its settings: {', '.join(sorted(accepted))}")

@@ -14,6 +14,7 @@ from hydra.errors import CompactHydraException, ConfigCompositionException, Inst
 from hydra.types import RunMode
 from omegaconf.errors import OmegaConfBaseException
 
+from emberformer.cli.moved_keys import removed_key_error, rename_argv
 from emberformer.data.frames import FrameError
 from emberformer.data.reader import DataError, DataInterrupted
 from emberformer.models.pretrained import PretrainedNotFound
@@ -62,9 +63,15 @@ def user_errors() -> Iterator[None]:
 
 
 def check_argv(argv: list[str]) -> None:
-    """Mistakes Hydra's override parser would answer with a traceback, as one line (exit 2)."""
+    """Mistakes Hydra's override parser would answer with a traceback, as one line (exit 2):
+    a ``~`` path, a key that was removed. A key that moved is renamed (``moved_keys``)."""
+    rename_argv(argv)
     for arg in argv[1:]:
         key, eq, value = arg.partition("=")
+        removed = removed_key_error(key.lstrip("+~"))
+        if eq and removed:
+            print(f"Error: {removed}", file=sys.stderr, flush=True)
+            sys.exit(2)
         if eq and value.startswith("~"):
             print(f"Error: {arg}: Hydra reads '~' as its delete operator, so a home-relative path is "
                   f"not expanded; write {key}=$HOME{value[1:]} (the shell expands $HOME) or an absolute path",

@@ -18,6 +18,7 @@ from torch import nn
 
 from emberformer.training import checkpoint
 from emberformer.cli.errors import UserError
+from emberformer.cli.moved_keys import upgrade_saved
 from emberformer.cli.run_folder import run_folder
 
 CONF = str(Path(__file__).resolve().parents[3] / "conf")
@@ -73,12 +74,13 @@ def from_checkpoint(cfg: DictConfig, saved_config: dict[str, Any], *,
     """The checkpoint's config with this command's overrides on top.
 
     A group in ``frozen_groups`` (default: every group) cannot be swapped: ``{key}={value}: {why}``.
-    Top-level keys of this app that the run did not have (``split``, ``sequence``...) and
-    ``ckpt_path`` come from ``cfg``.
+    Top-level keys of this app that the run did not have (``split``, ``sequence``...),
+    ``ckpt_path`` and trainer settings newer than the checkpoint come from ``cfg``; keys that
+    moved or were removed since are read in today's names (``moved_keys.upgrade_saved``).
     """
     groups = config_groups()
     frozen = groups if frozen_groups is None else groups & set(frozen_groups)
-    saved = OmegaConf.create(upgrade_targets(saved_config))
+    saved = OmegaConf.create(upgrade_saved(upgrade_targets(saved_config)))
     with open_dict(saved):
         for key, value in overrides():
             if key in frozen:
@@ -87,6 +89,10 @@ def from_checkpoint(cfg: DictConfig, saved_config: dict[str, Any], *,
         for key in cfg:
             if key not in saved or key == "ckpt_path":
                 saved[key] = cfg[key]
+        if isinstance(saved.get("trainer"), DictConfig) and "trainer" in cfg:
+            for key in cfg.trainer:  # a trainer setting newer than the checkpoint (ceiling_samples)
+                if key not in saved.trainer:
+                    saved.trainer[key] = OmegaConf.select(cfg, f"trainer.{key}")
     return saved
 
 

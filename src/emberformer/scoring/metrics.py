@@ -45,6 +45,14 @@ def average_precision(pos_hist: torch.Tensor, neg_hist: torch.Tensor) -> float:
     return float((precision * recall_gain).sum())
 
 
+def check_threshold(value: object) -> float:
+    """``metrics.pred_thresh`` as a float in (0, 1), or a one-line ValueError naming the key: the
+    one check every scorer's threshold goes through."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ValueError(f"metrics.pred_thresh must be in (0, 1), got {value}")
+    return float(value)
+
+
 class PixelMetrics:
     """Epoch accumulator of confusion counts (all and growth pixels) and AP histograms."""
 

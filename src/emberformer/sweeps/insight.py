@@ -8,7 +8,6 @@ an existing study: ``python -m emberformer.study multirun/optuna/<name>``.
 from __future__ import annotations
 
 import contextlib
-import csv
 import math
 import warnings
 from pathlib import Path
@@ -18,34 +17,12 @@ import optuna
 from optuna.trial import TrialState
 
 from emberformer.sweeps.pruning import FAIL_ATTR, PRUNED_ATTR
+from emberformer.sweeps.summary import rank_rows, state_of_status, write_csv
 
-FIELDS = ["rank", "trial", "state", "status", "objective", "best_epoch", "epochs", "overrides", "run_dir",
-          "reason"]
 STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "failed",
           TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
-STATUS_STATE = {"ok": "complete", "pruned": "pruned", "failed": "failed", "stopped": "failed"}
 PLOTS = {"history": "optimization_history.png", "intermediate": "intermediate_values.png",
          "importances": "param_importances.png"}
-
-
-def state_of_status(status: str) -> str:
-    return STATUS_STATE.get(status, status)
-
-
-def rank_rows(rows: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
-    """Complete first (best objective first), then pruned (best first), then failed and the rest."""
-    order = {"complete": 0, "pruned": 1}
-
-    def key(r: dict[str, Any]) -> tuple[int, float]:
-        v = r.get("objective")
-        finite = isinstance(v, (int, float)) and math.isfinite(v)
-        group = order.get(r.get("state", ""), 2)
-        return (group if finite or group == 2 else 2, (-v if mode == "max" else v) if finite else 0.0)
-
-    rows.sort(key=key)
-    for i, r in enumerate(rows, 1):
-        r["rank"] = i
-    return rows
 
 
 def open_study(storage: str, study_name: str | None = None) -> optuna.Study:
@@ -96,16 +73,6 @@ def study_rows(study: optuna.Study, results: list[dict[str, Any]]) -> list[dict[
         if r.get("trial") is None:
             rows.append({**r, "state": state_of_status(r.get("status", ""))})
     return rows
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            row = {k: r.get(k) for k in FIELDS}
-            row["reason"] = " ".join(str(row["reason"] or "").split())  # one line per job
-            w.writerow(row)
 
 
 def _save(ax: Any, path: Path) -> Path:

@@ -13,15 +13,15 @@ Optuna's NopPruner never says stop.
 A pruned job ends like an early-stopped one (``best.pt`` and ``last.pt`` kept, W&B run finished);
 it marks its trial with the user attribute ``pruned_at_epoch``, and the sweeper, which alone
 finishes trials, records it as PRUNED.
+
+Optuna is imported only inside a study: every training run imports this module, and Optuna
+(with SciPy) takes seconds to import.
 """
 from __future__ import annotations
 
-import binascii
 import math
 import warnings
 from typing import Any, Mapping
-
-import optuna
 
 TRIAL_ENV = "EMBERFORMER_OPTUNA_TRIAL"
 STUDY_ENV = "EMBERFORMER_OPTUNA_STUDY"
@@ -34,6 +34,10 @@ PRUNERS = ("median", "successive_halving", "hyperband", "none")
 def build_pruner(name: str, settings: Mapping[str, Any] | None = None, max_epochs: int | None = None):
     """Optuna's own pruner for ``hydra.sweeper.pruner`` (steps are epochs, counted from 1); a bad
     setting is a one-line ValueError naming ``hydra.sweeper.pruners.<name>``."""
+    import optuna  # here, not at the top: a training run outside a study never needs it
+
+    from emberformer.sweeps.hyperband import StableHyperbandPruner
+
     name = str(name).lower()
     opts = dict(settings or {})
     kinds = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
@@ -46,25 +50,6 @@ def build_pruner(name: str, settings: Mapping[str, Any] | None = None, max_epoch
         return kinds[name](**opts)
     except (TypeError, ValueError) as e:  # Optuna's own check of the value, or an unknown key
         raise ValueError(f"hydra.sweeper.pruners.{name}: {e}") from None
-
-
-class StableHyperbandPruner(optuna.pruners.HyperbandPruner):
-    """Optuna's HyperbandPruner with a bracket assignment that is the same in every process.
-
-    Optuna 2.10 puts a trial into a bracket by Python's ``hash()`` of ``<study>_<number>``, which
-    is salted per process: the sweeper and each job (joblib workers, SLURM jobs) would disagree on
-    the brackets, and one command would prune differently on every run. CRC32 of the same text
-    (what later Optuna releases use) is the same everywhere."""
-
-    def _get_bracket_id(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
-        if len(self._pruners) == 0:
-            return 0
-        n = binascii.crc32(f"{study.study_name}_{trial.number}".encode()) % self._total_trial_allocation_budget
-        for bracket_id in range(self._n_brackets):
-            n -= self._trial_allocation_budgets[bracket_id]
-            if n < 0:
-                return bracket_id
-        raise AssertionError("unreachable: the budgets sum to the modulus")
 
 
 def sweeper_pruner_settings(sweeper_cfg: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -105,6 +90,8 @@ class TrialPruning:
 
     @classmethod
     def open(cls, study_name: str, storage: str, number: int, pruner: Any) -> "TrialPruning":
+        import optuna
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,

@@ -4,7 +4,8 @@ Each job writes ``result.json`` into its own folder (``write_result``); the Hydr
 ``SweepSummary`` reads them all when the multirun ends, wherever the jobs ran (joblib workers,
 SLURM nodes), and writes ``summary.csv`` into the sweep folder, best first. For an Optuna study the
 study's storage is the authority on each trial's state (complete / pruned / failed), and the
-folder also gets ``summary.md`` and Optuna's plots (``emberformer.sweeps.insight``).
+folder also gets ``summary.md`` and Optuna's plots (``emberformer.sweeps.insight``, imported only
+then: Hydra loads this callback at every start, and Optuna takes seconds to import).
 
 Grid multiruns: a failed job does not end the sweep in a traceback. Its failure is one line
 (``Error: job N (overrides): message``), every other job still runs, the summary lists it with its
@@ -12,6 +13,7 @@ reason, and the multirun exits with status 1.
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import sys
@@ -25,8 +27,42 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from emberformer.sweeps.insight import rank_rows, state_of_status, write_csv
 from emberformer.sweeps.pruning import TRIAL_ENV
+
+FIELDS = ["rank", "trial", "state", "status", "objective", "best_epoch", "epochs", "overrides", "run_dir",
+          "reason"]
+STATUS_STATE = {"ok": "complete", "pruned": "pruned", "failed": "failed", "stopped": "failed"}
+
+
+def state_of_status(status: str) -> str:
+    return STATUS_STATE.get(status, status)
+
+
+def rank_rows(rows: list[dict[str, Any]], mode: str) -> list[dict[str, Any]]:
+    """Complete first (best objective first), then pruned (best first), then failed and the rest."""
+    order = {"complete": 0, "pruned": 1}
+
+    def key(r: dict[str, Any]) -> tuple[int, float]:
+        v = r.get("objective")
+        finite = isinstance(v, (int, float)) and math.isfinite(v)
+        group = order.get(r.get("state", ""), 2)
+        return (group if finite or group == 2 else 2, (-v if mode == "max" else v) if finite else 0.0)
+
+    rows.sort(key=key)
+    for i, r in enumerate(rows, 1):
+        r["rank"] = i
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for r in rows:
+            row = {k: r.get(k) for k in FIELDS}
+            row["reason"] = " ".join(str(row["reason"] or "").split())  # one line per job
+            w.writerow(row)
+
 
 def _epochs_run(run_dir: Path) -> int | None:
     """The last epoch logged in the job's metrics.jsonl."""
@@ -139,8 +175,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        mode = config.get("early_stopping", {}).get("mode", "max")
-        metric = config.get("early_stopping", {}).get("monitor", "objective")
+        mode, metric = config.early_stopping.mode, config.early_stopping.monitor  # what train returns
         text = write_optuna_summary(config, sweep_dir, metric) if is_optuna(config) else None
         print(text or write_summary(sweep_dir, mode, metric), flush=True)
         if is_grid(config):

@@ -11,9 +11,8 @@ from emberformer.tracking.wandb_run import WandbRun
 class RunLogger:
     """Fans every record out to the local files and (optionally) W&B."""
 
-    def __init__(self, wandb: WandbRun | None = None, preview_samples: int = 2):
+    def __init__(self, wandb: WandbRun | None = None):
         self.wandb = wandb
-        self.preview_samples = int(preview_samples)
         self.jsonl: JsonlWriter | None = None
         self.run_dir: Path | None = None
 

@@ -137,7 +137,7 @@ def score_split(run: RunSetup, split: str, desc: str | None, *, copy_last: bool,
     bar = progress_bar(run, loader, desc) if desc else None
     scores = Scores(run.settings.thresh, run.device, copy_last=copy_last, calibration=False, loss=True)
     previews: list[Preview] = []
-    k = run.logger.preview_samples
+    k = run.settings.preview_samples
 
     def each(i: int, b: dict[str, Any], pred: Prediction, _copy: Prediction | None) -> None:
         if not previews:
@@ -175,7 +175,7 @@ def end_epoch(run: RunSetup, state: RunState, epoch: int, metrics: dict[str, flo
                 "early_stop/best_epoch": run.early.best_epoch})
     step = state.global_step
     run.logger.log(rec, step=step)
-    k = run.logger.preview_samples
+    k = run.settings.preview_samples
     if preview is not None and k > 0:
         batch, prob = preview
         paths, caps = write_previews(run.run_dir, epoch, batch, prob, run.settings.thresh, k)

@@ -12,18 +12,20 @@ PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 @dataclass
 class Hardware:
-    """What a preset in conf/hardware/ says; ``setup()`` applies it and picks the device."""
+    """What a preset in conf/hardware/ says (every value comes from there); ``setup()`` applies it
+    and picks the device. The loader settings (batch size, workers, pinned memory) are here because
+    they are the machine's: ``loader_settings()`` hands them to the data module, which builds the
+    loaders."""
 
-    device: str = "auto"
-    batch_size: int = 16
-    num_workers: int | str = 0
-    pin_memory: bool | str = False
-    precision: str = "fp32"
-    cudnn_benchmark: bool = False
-    tf32: bool = False
-    compile: bool = False
-    channels_last: bool = False
-    name: str = "auto"
+    device: str
+    batch_size: int
+    num_workers: int | str
+    pin_memory: bool | str
+    precision: str
+    cudnn_benchmark: bool
+    tf32: bool
+    compile: bool
+    channels_last: bool
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

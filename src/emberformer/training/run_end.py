@@ -6,7 +6,6 @@ import math
 import time
 from typing import Any
 
-from emberformer.scoring import ceiling
 from emberformer.training import console, distributed
 from emberformer.training.checkpoint import load as load_checkpoint
 from emberformer.training.epoch import score_split
@@ -21,6 +20,8 @@ def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 def ceiling_summary(run: RunSetup, summary: dict[str, Any]) -> dict[str, Any]:
     """``ceiling/test_*`` (the simulator's own ensemble on the test split, data=synthetic only)
     and the share of the copy-last -> ceiling F1 gap that best.pt closes."""
+    from emberformer.scoring import ceiling  # imports the simulator (pytorchfire): only when used
+
     ceil = ceiling.ceiling_scores(run.data, "test", run.settings.ceiling_samples, run.settings.thresh,
                                   progress=run.settings.progress)
     if ceil is None:  # no simulator behind the data: one line was printed

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from emberformer.data.datamodule import FireDataModule
+from emberformer.scoring.metrics import check_threshold
 from emberformer.sweeps.pruning import TrialPruning
 from emberformer.tracking import RunLogger
 from emberformer.training import distributed
@@ -34,14 +35,15 @@ def count_parameters(model: nn.Module) -> int:
 class LoopSettings:
     """The trainer's settings (``trainer.*``, ``metrics.pred_thresh``, ``ceiling.samples``), checked."""
 
-    epochs: int = 50
-    log_every: int = 50
-    seed: int = 0
-    thresh: float = 0.5
-    limit_batches: int | None = None
-    progress: bool = True
-    evaluate_test: bool = True
-    ceiling_samples: int = 32
+    epochs: int
+    log_every: int
+    seed: int
+    thresh: float
+    limit_batches: int | None
+    progress: bool
+    evaluate_test: bool
+    ceiling_samples: int
+    preview_samples: int
 
     def __post_init__(self) -> None:
         for key, value in (("trainer.epochs", self.epochs), ("trainer.log_metrics_every", self.log_every)):
@@ -52,8 +54,10 @@ class LoopSettings:
         lb = self.limit_batches
         if lb is not None and (isinstance(lb, bool) or not isinstance(lb, int) or lb < 1):
             raise ValueError(f"trainer.limit_batches must be null or an integer >= 1, got {lb!r}")
-        if not 0 < float(self.thresh) < 1:
-            raise ValueError(f"metrics.pred_thresh must be in (0, 1), got {self.thresh}")
+        self.thresh = check_threshold(self.thresh)
+        ps = self.preview_samples
+        if isinstance(ps, bool) or not isinstance(ps, int) or ps < 0:
+            raise ValueError(f"trainer.preview_samples must be an integer >= 0, got {ps!r}")
         if isinstance(self.ceiling_samples, bool) or int(self.ceiling_samples) < 0:
             raise ValueError(f"ceiling.samples must be an integer >= 0 (0: no ceiling), got {self.ceiling_samples}")
         self.seed, self.thresh, self.ceiling_samples = int(self.seed), float(self.thresh), int(self.ceiling_samples)

@@ -32,12 +32,12 @@ __all__ = ["Trainer", "NonFiniteLoss", "Interrupted", "count_parameters"]
 class Trainer:
     """Runs one training job; ``fit`` returns the best monitored value (the sweep objective)."""
 
-    def __init__(self, epochs: int = 50, log_metrics_every: int = 50, seed: int = 0,
-                 pred_thresh: float = 0.5, limit_batches: int | None = None, progress: bool = True,
-                 evaluate_test: bool = True, ceiling_samples: int = 32):
+    def __init__(self, *, epochs: int, log_metrics_every: int, seed: int, pred_thresh: float,
+                 limit_batches: int | None, progress: bool, evaluate_test: bool, ceiling_samples: int,
+                 preview_samples: int):  # the values: conf/train.yaml's trainer node
         self.settings = LoopSettings(epochs=epochs, log_every=log_metrics_every, seed=seed, thresh=pred_thresh,
-                                     limit_batches=limit_batches, progress=progress,
-                                     evaluate_test=evaluate_test, ceiling_samples=ceiling_samples)
+                                     limit_batches=limit_batches, progress=progress, evaluate_test=evaluate_test,
+                                     ceiling_samples=ceiling_samples, preview_samples=preview_samples)
 
     @property
     def epochs(self) -> int:
