@@ -189,7 +189,7 @@ class PrunedOptunaSweeperImpl(OptunaSweeperImpl):
                              "database URL (e.g. sqlite:///optuna.db) that the sweeper and its jobs share")
         return url
 
-    def _open_study(self, directions: List[str], pruner: Any) -> optuna.Study:
+    def open_study(self, directions: List[str], pruner: Any) -> optuna.Study:
         """The study, created if new. Two sweeps starting together on a new SQLite study: one
         creates the storage and the study under the lock beside it, the other then opens them."""
         lock = storage_lock(absolute_storage(self.storage))
@@ -305,7 +305,7 @@ class PrunedOptunaSweeperImpl(OptunaSweeperImpl):
         directions = self._get_directions()
         max_epochs = OmegaConf.select(self.config, "trainer.epochs", default=None)
         pruner = build_pruner(self.pruner_name, self.pruner_settings, max_epochs)
-        study = self._open_study(directions, pruner)
+        study = self.open_study(directions, pruner)
         changed = changed_search_space(study, dists)
         if changed is not None:  # before any trial is asked: nothing is left RUNNING
             print(f"Error: {changed}", file=sys.stderr, flush=True)
