@@ -15,7 +15,7 @@ from emberformer.cli import run_config
 from emberformer.cli.checks import check_config_keys, check_model_config, checked_optimizer
 from emberformer.cli.errors import hydra_errors, is_multirun, user_errors
 from emberformer.cli.run_config import CONF
-from emberformer.cli.run_folder import run_folder, use_run_folder
+from emberformer.cli.run_folder import claim, owns, release_claims, run_folder, use_run_folder
 from emberformer.sweeps.pruning import TrialPruning
 from emberformer.sweeps.summary import write_result
 from emberformer.tracking.run_info import run_info
@@ -28,8 +28,12 @@ def train(cfg: DictConfig) -> float:
     """One run; returns the best monitored value (what a sweeper optimises)."""
     started = time.time()  # the summary's wall time: the whole run, data and test pass included
     use_run_folder(None)
+    if distributed.is_main():  # one run per folder; rank 0 owns it for all ranks
+        claim(run_folder())
     check_config_keys(cfg)
     cfg, resume, run_dir = run_config.resume(cfg)  # last.pt: its own folder; best.pt: a new run
+    if distributed.is_main():
+        claim(run_dir)  # a resumed run's folder: refused while another process still writes it
     # every piece is built (and so checked) before any data is generated or read
     hardware = instantiate(cfg.hardware)
     if is_multirun():
@@ -61,20 +65,31 @@ def train(cfg: DictConfig) -> float:
 @hydra.main(config_path=CONF, config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     try:
+        return run(cfg)
+    finally:
+        release_claims()
+
+
+def run(cfg: DictConfig) -> float:
+    """``train`` with its endings recorded in result.json, by the folder's owner only."""
+    try:
         with user_errors():
             return train(cfg)
     except Interrupted as e:
-        write_result(run_folder(), "stopped", reason=str(e))
+        if owns(run_folder()):
+            write_result(run_folder(), "stopped", reason=str(e))
         print(str(e), file=sys.stderr, flush=True)
         sys.exit(e.exit_code)
     except SystemExit as e:
-        if not (run_folder() / "result.json").exists():  # a mistake in a command never rewrites a run's status
+        # a mistake in a command never rewrites a run's status, nor another process's folder
+        if owns(run_folder()) and not (run_folder() / "result.json").exists():
             stopped = e.code == 130  # Ctrl-C while the data was built (cli.errors.user_errors)
             write_result(run_folder(), "stopped" if stopped else "failed", reason="interrupted while the data "
                          "was prepared" if stopped else "configuration or data error (see log)")
         raise
     except Exception as e:  # a sweep records the trial as failed and goes on
-        write_result(run_folder(), "failed", reason=f"{type(e).__name__}: {e}")
+        if owns(run_folder()):
+            write_result(run_folder(), "failed", reason=f"{type(e).__name__}: {e}")
         if isinstance(e, NonFiniteLoss) and not is_multirun():
             print(f"Error: {e}", file=sys.stderr, flush=True)
             sys.exit(3)

@@ -1,9 +1,16 @@
 """What the apps (train, evaluate, predict, bench) share about a run's config: where the config
 folder is, how a run's config is rebuilt from its checkpoint, and how its model is built.
 
-A checkpoint stores the resolved config it was trained with. Rebuilding puts this command's
+A checkpoint stores the resolved config it was trained with, and under ``config_groups`` the
+group choices it was composed from (``hardware: cpu``...). Rebuilding puts this command's
 ``key=value`` overrides on top; which config groups may be swapped is read from Hydra's runtime
-choices, so a group added to ``conf/`` is known here without editing a list.
+choices, so a group added to ``conf/`` is known here without editing a list. Repeating a group
+choice the run made is no change.
+
+Resuming a run (its ``last.pt``) keeps its data: a ``data.*`` key that changes the samples is
+refused, because the run's later epochs would be trained on another data set than its earlier
+ones. Only the keys in ``DATA_KEYS_FREE`` may change: they decide how the same samples are read
+and shown, not which samples there are.
 """
 from __future__ import annotations
 
@@ -27,6 +34,11 @@ LAYOUT_READER = "emberformer.data.datamodule.FireDataModule"
 SYNTHETIC_ONLY = ("num_sequences", "size", "max_frames", "steps_per_frame", "seed")
 # groups that decide the model: scoring a checkpoint never swaps them under its weights
 MODEL_GROUPS = ("model", "experiment", "debug", "hparams_search")
+GROUPS_KEY = "config_groups"  # the run's group choices, recorded in its config (and checkpoints)
+# data keys a resumed run may change: progress bars, where the cache lives (the synthetic data is
+# a pure function of its settings, the real-layout cache a copy of the same files), and what to do
+# about a bad sequence (a run that trained had none with `error`; `skip` of a good folder skips none)
+DATA_KEYS_FREE = ("progress", "cache_dir", "on_bad_sequence")
 
 
 # modules that moved (issue 17's layout): a checkpoint written before names the old paths
@@ -59,6 +71,19 @@ def config_groups() -> set[str]:
     return {k for k in HydraConfig.get().runtime.choices if not k.startswith("hydra")}
 
 
+def group_choices() -> dict[str, Any]:
+    """This command's choice in each config group (``{"hardware": "cpu", "experiment": None...}``)."""
+    choices = HydraConfig.get().runtime.choices
+    return {k: choices[k] for k in sorted(config_groups())}
+
+
+def record_group_choices(cfg: DictConfig) -> None:
+    """Keep a new run's group choices in its config, so that a resume can tell a repeated choice
+    from a change."""
+    with open_dict(cfg):
+        cfg[GROUPS_KEY] = group_choices()
+
+
 def overrides() -> list[tuple[str, str]]:
     """(key, value) of this command's overrides, without Hydra's own and ``ckpt_path``."""
     out = []
@@ -81,9 +106,13 @@ def from_checkpoint(cfg: DictConfig, saved_config: dict[str, Any], *,
     groups = config_groups()
     frozen = groups if frozen_groups is None else groups & set(frozen_groups)
     saved = OmegaConf.create(upgrade_saved(upgrade_targets(saved_config)))
+    run_choices = saved_config.get(GROUPS_KEY)  # None: a checkpoint from before they were recorded
+    choices = group_choices()
     with open_dict(saved):
         for key, value in overrides():
             if key in frozen:
+                if isinstance(run_choices, dict) and key in run_choices and run_choices[key] == choices.get(key):
+                    continue  # the run's own choice, repeated: its saved node stays as it was
                 raise UserError(f"{key}={value}: {why}")
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
         for key in cfg:
@@ -112,12 +141,15 @@ def resume(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None, Path]:
     """
     here = run_folder()
     if not cfg.ckpt_path:
+        record_group_choices(cfg)
         return cfg, None, here
     path = Path(str(cfg.ckpt_path)).expanduser().resolve()
     ckpt = checkpoint.load(path)
     cfg = resume_config(cfg, ckpt)
     own_run = path.parents[1] if path.name == "last.pt" and path.parent.name == "checkpoints" else None
     if own_run is not None:
+        check_same_data(upgrade_targets(ckpt["config"]).get("data") or {},
+                        OmegaConf.to_container(cfg.data, resolve=True), own_run)
         return cfg, ckpt, own_run
     if here.resolve() == path.parent.parent.resolve() or here.resolve() == path.parent.resolve():
         raise UserError(f"ckpt_path={path.name} starts a new run, but hydra.run.dir={here} is the folder of the "
@@ -125,6 +157,20 @@ def resume(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None, Path]:
     ckpt["wandb_id"] = None  # a new run: a new W&B run too
     ckpt["started_from"] = str(path)
     return cfg, ckpt, here
+
+
+def check_same_data(saved: dict[str, Any], current: dict[str, Any], run: Path) -> None:
+    """A resumed run goes on with the samples it was trained on: any ``data.*`` change but those
+    in DATA_KEYS_FREE is one line naming the key, the checkpoint's value and this command's."""
+    def kept(node: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in node.items() if k not in DATA_KEYS_FREE}
+
+    diffs = checkpoint.config_differences(kept(saved), kept(current), "data.")
+    if diffs:
+        free = ", ".join(f"data.{k}" for k in DATA_KEYS_FREE)
+        raise UserError(f"{diffs[0]}: resuming the run in {run} on other data would mix two data sets in "
+                        f"one run (a resume may change only {free}); to train on other data, start a "
+                        f"new run from its checkpoints/best.pt")
 
 
 def scoring_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:

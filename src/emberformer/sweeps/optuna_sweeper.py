@@ -14,13 +14,23 @@ search-space syntax, same SQLite/database studies); Hydra instantiates it throug
 - Heartbeats: while a batch of jobs runs, the sweeper records a heartbeat for each of its trials
   (Optuna's RDB heartbeat). When a study is resumed, a trial still RUNNING without a recent
   heartbeat (its sweep was interrupted) is marked FAIL with ``fail_reason: interrupted``.
-- A failed job's reason is kept on its trial (``fail_reason``); the study goes on as before.
+- A failed job's reason is kept on its trial (``fail_reason``); the study goes on as before. A
+  sweep none of whose trials completes ends non-zero (``SweepSummary`` says so, after the summary).
+- Several sweeps may work on one study at once (the same command in two terminals): a SQLite
+  storage is created under a file lock beside it (Optuna's table creation is not safe against a
+  second process doing the same), other databases are retried, and every job's folder is named
+  after its trial, unique in the study.
+- A resumed study whose search space changed kind (``interval`` -> ``choice``) is refused before
+  any trial is asked, in one line naming the parameter and both distributions (exit 2).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -29,21 +39,73 @@ import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (BaseDistribution, CategoricalDistribution, IntLogUniformDistribution,
+                                  IntUniformDistribution, LogUniformDistribution, UniformDistribution,
+                                  check_distribution_compatibility)
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
+from emberformer.files import locks
+from emberformer.sweeps.summary import SWEEP_TALLY
 from emberformer.sweeps.pruning import (FAIL_ATTR, PRUNED_ATTR, STORAGE_ENV, STUDY_ENV, TRIAL_ENV,
                                         build_pruner)
 
 log = logging.getLogger(__name__)
 
 
-def absolute_storage(url: Any) -> Any:
-    """``sqlite:///relative/optuna.db`` -> an absolute path, so every job opens the same file."""
-    if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+def sqlite_path(url: Any) -> Optional[Path]:
+    """The file of a ``sqlite:///`` storage URL (None for other storages and in-memory SQLite)."""
+    if isinstance(url, str) and url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
-            return "sqlite:///" + str(Path(path).resolve())
+            return Path(path)
+    return None
+
+
+def absolute_storage(url: Any) -> Any:
+    """``sqlite:///relative/optuna.db`` -> an absolute path, so every job opens the same file."""
+    db = sqlite_path(url)
+    if db is not None and not db.is_absolute():
+        return "sqlite:///" + str(db.resolve())
     return url
+
+
+def storage_lock(url: Any) -> Optional[Path]:
+    """The lock file beside a SQLite storage (``.optuna.db.lock``), under which it is created."""
+    db = sqlite_path(url)
+    return None if db is None else db.with_name(f".{db.name}.lock")
+
+
+def describe_distribution(d: BaseDistribution) -> str:
+    """A distribution as the search-space syntax writes it (``interval(0.05, 1.0)``, ``choice(a, b)``)."""
+    if isinstance(d, CategoricalDistribution):
+        return f"choice({', '.join(str(c) for c in d.choices)})"
+    if isinstance(d, LogUniformDistribution):
+        return f"tag(log, interval({d.low}, {d.high}))"
+    if isinstance(d, IntLogUniformDistribution):
+        return f"tag(log, interval({d.low}, {d.high})) of integers"
+    if isinstance(d, UniformDistribution):
+        return f"interval({d.low}, {d.high})"
+    if isinstance(d, IntUniformDistribution):
+        return f"integers {d.low}..{d.high} (step {d.step})"
+    return repr(d)
+
+
+def changed_search_space(study: optuna.Study, dists: Dict[str, BaseDistribution]) -> Optional[str]:
+    """Why this sweep's search space cannot go on in ``study`` (a parameter whose distribution
+    changed kind or choices, which Optuna refuses once a trial has asked for it); None when it can."""
+    for t in study.get_trials(deepcopy=False):
+        for name, old in t.distributions.items():
+            new = dists.get(name)
+            if new is None:
+                continue
+            try:
+                check_distribution_compatibility(old, new)
+            except ValueError:
+                return (f"{name}: the study {study.study_name!r} searched it as {describe_distribution(old)}, "
+                        f"this sweep as {describe_distribution(new)}; a study's search space cannot change "
+                        f"kind: sweep it as before, or start a new study (hydra.sweeper.study_name=NEW_NAME)")
+    return None
 
 
 def quote(value: str) -> str:
@@ -111,14 +173,34 @@ class PrunedOptunaSweeperImpl(OptunaSweeperImpl):
         url = absolute_storage(self.storage)
         if isinstance(url, str) and not url.startswith("redis"):
             self.storage_url = url
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.rdb = optuna.storages.RDBStorage(url, heartbeat_interval=self.heartbeat_interval)
+            for attempt in range(5):  # another sweep creating the same database's tables: try again
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        self.rdb = optuna.storages.RDBStorage(url, heartbeat_interval=self.heartbeat_interval)
+                    break
+                except SQLAlchemyError:
+                    if attempt == 4:
+                        raise
+                    time.sleep(1 + attempt)
             return self.rdb
         if self.pruner_name != "none":
             raise ValueError(f"hydra.sweeper.pruner={self.pruner_name} needs hydra.sweeper.storage to be a "
                              "database URL (e.g. sqlite:///optuna.db) that the sweeper and its jobs share")
         return url
+
+    def open_study(self, directions: List[str], pruner: Any) -> optuna.Study:
+        """The study, created if new. Two sweeps starting together on a new SQLite study: one
+        creates the storage and the study under the lock beside it, the other then opens them."""
+        lock = storage_lock(absolute_storage(self.storage))
+        if lock is not None:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+        with locks.hold(lock, timeout=300) if lock is not None else contextlib.nullcontext():
+            storage = self._open_storage()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
+                                           directions=directions, load_if_exists=True, pruner=pruner)
 
     def _fail_interrupted(self, study: optuna.Study) -> None:
         """Trials left RUNNING by an interrupted sweep (no heartbeat for the grace period) -> FAIL."""
@@ -137,8 +219,6 @@ class PrunedOptunaSweeperImpl(OptunaSweeperImpl):
     def _configure_trials(self, trials: List[optuna.trial.Trial], search_space_distributions: Dict[str, Any],
                           fixed_params: Dict[str, Any]) -> Sequence[Sequence[str]]:
         overrides = super()._configure_trials(trials, search_space_distributions, fixed_params)
-        if self.storage_url is None:
-            return overrides
         # plain overrides where the config declares the keys (conf/hparams_search/loss_weights.yaml),
         # so that job names and summaries, which leave out hydra.* overrides, stay as they were
         declared = OmegaConf.select(self.config, "hydra.job.env_set", default=None) or {}
@@ -146,8 +226,12 @@ class PrunedOptunaSweeperImpl(OptunaSweeperImpl):
         def env(key: str, value: str) -> str:
             return f"{'' if key in declared else '++'}hydra.job.env_set.{key}={value}"
 
-        return [(*o, env(TRIAL_ENV, str(t.number)), env(STUDY_ENV, quote(t.study.study_name)),
-                 env(STORAGE_ENV, quote(self.storage_url))) for o, t in zip(overrides, trials)]
+        # the trial number always (it names the job's folder, unique in the study even when several
+        # sweeps work on it); the study and storage where the job can reach them
+        shared = self.storage_url is not None
+        return [(*o, env(TRIAL_ENV, str(t.number)),
+                 *((env(STUDY_ENV, quote(t.study.study_name)), env(STORAGE_ENV, quote(self.storage_url)))
+                   if shared else ())) for o, t in zip(overrides, trials)]
 
     def _mirror_job_reports(self, trial: optuna.trial.Trial) -> Dict[str, Any]:
         """Copy what the job wrote to its trial (per-epoch values, attributes) into this process's
@@ -219,13 +303,13 @@ class PrunedOptunaSweeperImpl(OptunaSweeperImpl):
         for name in fixed_params:
             dists.pop(name, None)
         directions = self._get_directions()
-        storage = self._open_storage()
         max_epochs = OmegaConf.select(self.config, "trainer.epochs", default=None)
         pruner = build_pruner(self.pruner_name, self.pruner_settings, max_epochs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
-                                        directions=directions, load_if_exists=True, pruner=pruner)
+        study = self.open_study(directions, pruner)
+        changed = changed_search_space(study, dists)
+        if changed is not None:  # before any trial is asked: nothing is left RUNNING
+            print(f"Error: {changed}", file=sys.stderr, flush=True)
+            sys.exit(2)
         self._fail_interrupted(study)
         log.info(f"Study name: {study.study_name}")
         log.info(f"Storage: {self.storage}")
@@ -234,15 +318,22 @@ class PrunedOptunaSweeperImpl(OptunaSweeperImpl):
         log.info(f"Directions: {directions}")
 
         n_to_go = self.n_trials
+        SWEEP_TALLY.start()
         while n_to_go > 0:
             batch = min(n_to_go, self.n_jobs)
             trials = [study.ask() for _ in range(batch)]
-            overrides = self._configure_trials(trials, dists, fixed_params)
+            try:
+                overrides = self._configure_trials(trials, dists, fixed_params)
+            except BaseException:  # the asked trials never run: none stays RUNNING
+                for t in trials:
+                    study.tell(t, state=TrialState.FAIL)
+                raise
             with _Heartbeat(self.rdb, [t._trial_id for t in trials], self.heartbeat_interval):
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
             self.job_idx += len(returns)
             failures = [e for t, r in zip(trials, returns)
                         if (e := self._tell(study, t, r, directions, is_grid_sampler)) is not None]
+            SWEEP_TALLY.add(trials=len(returns), failed=len(failures))
             if len(failures) / len(returns) > self.max_failure_rate:
                 log.error(f"Failed {failures} times out of {len(returns)} "
                           f"with max_failure_rate={self.max_failure_rate}.")

@@ -9,7 +9,9 @@ then: Hydra loads this callback at every start, and Optuna takes seconds to impo
 
 Grid multiruns: a failed job does not end the sweep in a traceback. Its failure is one line
 (``Error: job N (overrides): message``), every other job still runs, the summary lists it with its
-reason, and the multirun exits with status 1.
+reason, and the multirun exits with status 1. An Optuna sweep goes on past failed trials too; one
+that completed none of its trials (every one failed) exits with status 1 and one line saying so,
+so that scripts and schedulers do not take it for a success.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import json
 import math
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from emberformer.files import locks
 from emberformer.sweeps.pruning import TRIAL_ENV
 
 FIELDS = ["rank", "trial", "state", "status", "objective", "best_epoch", "epochs", "overrides", "run_dir",
@@ -62,6 +66,28 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             row = {k: r.get(k) for k in FIELDS}
             row["reason"] = " ".join(str(row["reason"] or "").split())  # one line per job
             w.writerow(row)
+
+
+REPORT_LOCK = ".summary.lock"  # two sweeps on one study write its report one after the other
+
+
+@dataclass
+class SweepTally:
+    """How many trials the Optuna sweeper of this process ran, and how many failed: the sweeper
+    counts, ``SweepSummary`` reads it when the multirun ends (both run in the sweep's process)."""
+
+    trials: int = 0
+    failed: int = 0
+
+    def start(self) -> None:
+        self.trials = self.failed = 0
+
+    def add(self, trials: int, failed: int) -> None:
+        self.trials += trials
+        self.failed += failed
+
+
+SWEEP_TALLY = SweepTally()
 
 
 def _epochs_run(run_dir: Path) -> int | None:
@@ -146,10 +172,11 @@ def write_optuna_summary(config: DictConfig, sweep_dir: Path, metric: str) -> st
     name = OmegaConf.select(config, "hydra.sweeper.study_name", default=None)
     if not isinstance(storage, str) or name is None:
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        study = open_study(storage, name)
-    return write_study_report(sweep_dir, study, read_results(sweep_dir), metric)
+    with locks.hold(Path(sweep_dir) / REPORT_LOCK, timeout=300):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = open_study(storage, name)
+        return write_study_report(sweep_dir, study, read_results(sweep_dir), metric)
 
 
 class SweepSummary(Callback):
@@ -178,8 +205,15 @@ class SweepSummary(Callback):
         mode, metric = config.early_stopping.mode, config.early_stopping.monitor  # what train returns
         text = write_optuna_summary(config, sweep_dir, metric) if is_optuna(config) else None
         print(text or write_summary(sweep_dir, mode, metric), flush=True)
+        report = sweep_dir / ("summary.md" if text else "summary.csv")
         if is_grid(config):
-            failed = [r for r in read_results(sweep_dir) if r.get("status") != "ok"]
+            results = read_results(sweep_dir)
+            failed = [r for r in results if r.get("status") != "ok"]
             if failed:
-                print(f"{len(failed)} job(s) failed; see the summary above", file=sys.stderr, flush=True)
+                print(f"{len(failed)} of {len(results)} jobs failed; each one's reason is in {report}",
+                      file=sys.stderr, flush=True)
                 sys.exit(1)
+        elif is_optuna(config) and SWEEP_TALLY.trials and SWEEP_TALLY.failed == SWEEP_TALLY.trials:
+            print(f"Error: all {SWEEP_TALLY.trials} trials of this sweep failed, none completed; each "
+                  f"trial's reason is in {report}", file=sys.stderr, flush=True)
+            sys.exit(1)

@@ -87,20 +87,31 @@ class Hardware:
     def amp_dtype(self) -> torch.dtype | None:
         return PRECISIONS[self.precision]
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast_dtype(self) -> tuple[torch.dtype | None, str]:
+        """The dtype autocast really runs on this device, and why when it is not the one asked for."""
         dtype = self.amp_dtype
+        if self.device_obj.type == "cpu" and dtype == torch.float16:
+            # fp16 autocast on CPU is slow and poorly supported, and CPU runs get no grad scaler
+            return torch.bfloat16, "hardware.precision=fp16 asked: CPU autocast runs bf16, fp16 needs a CUDA device"
+        return dtype, ""
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype, _ = self.autocast_dtype()
         if dtype is None:
             return contextlib.nullcontext()
-        dev_type = self.device_obj.type
-        if dev_type == "cpu" and dtype == torch.float16:
-            dtype = torch.bfloat16  # fp16 autocast on CPU is poorly supported
-        return torch.autocast(device_type=dev_type, dtype=dtype)
+        return torch.autocast(device_type=self.device_obj.type, dtype=dtype)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         enabled = self.precision == "fp16" and self.device_obj.type == "cuda"
         return torch.amp.GradScaler(self.device_obj.type, enabled=enabled)
 
     def describe(self) -> str:
+        """Device and the precision that really runs (``cpu (CPU), bf16 (hardware.precision=fp16
+        asked: ...)`` when the device cannot run the one asked for)."""
         dev = self.device_obj
         name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-        return f"{dev} ({name}), {self.precision}"
+        dtype, why = self.autocast_dtype()
+        if not why:
+            return f"{dev} ({name}), {self.precision}"
+        runs = next(k for k, v in PRECISIONS.items() if v == dtype)
+        return f"{dev} ({name}), {runs} ({why})"
