@@ -149,7 +149,7 @@ def test_logger_preview_samples_still_works_and_says_where_it_went(tmp_path):
     cfg = OmegaConf.create(proc.stdout)
     assert cfg.trainer.preview_samples == 5 and "preview_samples" not in cfg.logger
     tr = instantiate(cfg_of("trainer.preview_samples=0").trainer)
-    assert tr.preview_samples == 0  # the trainer reads it (no previews written)
+    assert tr.settings.preview_samples == 0  # the trainer reads it (no previews written)
 
 
 def test_an_old_name_in_a_yaml_file_says_where_it_went(tmp_path):

@@ -340,7 +340,7 @@ def test_missing_key_messages_in_process():
         "+model.confidence=3")
     assert message("trainer.epoch=3") == (
         "trainer.epoch is not a setting of trainer; its settings: ceiling_samples, epochs, evaluate_test, "
-        "limit_batches, log_metrics_every, pred_thresh, progress, seed")
+        "limit_batches, log_metrics_every, pred_thresh, preview_samples, progress, seed")
     assert message("data.sizee=4").startswith("data.sizee is not a setting of data=synthetic; its settings: "
                                               "cache_dir, max_frames, max_history, num_sequences,")
 
