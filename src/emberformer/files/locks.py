@@ -3,8 +3,9 @@
 The lock is the kernel's, held by an open file: when its process ends, however it ends (SIGKILL,
 a crash, power loss on a local disk), the kernel releases it, so a stale lock file never blocks
 anyone. The file only carries who holds the lock (pid, host, since when) for the message of a
-process that was refused; it is never deleted (deleting a lock file races with a process that has
-just opened it).
+process that was refused, and is emptied when the lock is given back (so a command that took and
+gave back a free lock leaves the file's bytes as they were); it is never deleted (deleting a lock
+file races with a process that has just opened it).
 
 A lock is held per process: taking a lock this process already holds is granted at once (and
 counted), so a run folder locked at start-up can be locked again where the run's files are chosen.
@@ -80,6 +81,7 @@ def release(path: Path) -> None:
     held.count -= 1
     if held.count == 0:
         del _HELD[path]
+        os.ftruncate(held.fd, 0)  # free again: no owner named (a killed owner's text is overwritten)
         fcntl.flock(held.fd, fcntl.LOCK_UN)
         os.close(held.fd)
 
