@@ -35,16 +35,9 @@ from emberformer.data import cache as cache_mod
 from emberformer.data import reader, synthetic
 from emberformer.data.cache import build_cache, read_index
 from emberformer.data.reader import DataError
+from test_data_faults import TINY_SYNTH, dataset  # noqa: F401 (dataset: the fixture of a tiny real-layout folder)
 from test_reader import FOLDERS, make_dataset, make_masks, make_raster, render, write_png
 
-TINY_SYNTH = dict(num_sequences=2, size=16, max_frames=3, steps_per_frame=1, seed=0)
-
-
-@pytest.fixture
-def dataset(tmp_path):
-    root = tmp_path / "data"
-    masks = make_dataset(root)
-    return root, masks
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
