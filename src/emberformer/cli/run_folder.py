@@ -72,6 +72,8 @@ class RunFolderLock(Callback):
             return
         try:
             claim(folder)
+        except OSError:  # a folder that cannot be made: Hydra's own mkdir says so next, in one line
+            return
         except FolderInUse as e:
             print(f"Error: {e}", file=sys.stderr, flush=True)
             sys.exit(2)

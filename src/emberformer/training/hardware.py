@@ -90,6 +90,8 @@ class Hardware:
     def autocast_dtype(self) -> tuple[torch.dtype | None, str]:
         """The dtype autocast really runs on this device, and why when it is not the one asked for."""
         dtype = self.amp_dtype
+        if dtype is None:  # fp32: no autocast, whatever the device (and before setup() chose one)
+            return None, ""
         if self.device_obj.type == "cpu" and dtype == torch.float16:
             # fp16 autocast on CPU is slow and poorly supported, and CPU runs get no grad scaler
             return torch.bfloat16, "hardware.precision=fp16 asked: CPU autocast runs bf16, fp16 needs a CUDA device"
