@@ -88,6 +88,14 @@ class WSTSDataModule:
             collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
             prefetch_factor=4 if self.num_workers > 0 else None)
 
+    @property
+    def static_channels(self) -> int:
+        """What ``emberformer.train`` asks a data module for to build a model. No model takes the
+        WSTS batch yet (its wiring is the open half of issue 19): one line instead of a traceback."""
+        raise DataError("data=wsts is read (python: WSTSDataModule(...).setup(), .loader(split, seed)) but no "
+                        "model trains on it yet: the models take the per-day channels of the built-in and "
+                        "real-layout data only (see docs/wsts.md)")
+
     def describe(self) -> dict[str, int]:
         out: dict[str, int] = {"data/fold": self.fold.index}
         for split, ds in self.datasets.items():
