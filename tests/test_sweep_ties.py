@@ -89,15 +89,14 @@ def test_study_whose_scores_differ_gets_importances_and_their_plot(tmp_path):
 
 
 def test_a_sweep_at_debug_small_gives_trials_different_scores(tmp_path, run_env):
-    """README's setting for trying a sweep: two trials (the sampler's first two, unpruned) train
-    models that score differently, and the report has importances."""
+    """README's setting for trying a sweep: the sampler's first two trials train models that score
+    differently (the second one, behind, is pruned at epoch 1 by the default pruner: its score is
+    its best epoch's), so the report names no tie."""
     proc = run_module("train", ["-m", "hparams_search=loss_weights", "debug=small", "hydra.sweeper.n_trials=2",
-                                "hydra.sweeper.pruner=none", "logger=none", "trainer.progress=false",
-                                "data.progress=false"], run_env, tmp_path, timeout=600)
+                                "logger=none", "trainer.progress=false", "data.progress=false"],
+                      run_env, tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    study_dir = tmp_path / "multirun" / "optuna" / "loss_weights"
-    with open(study_dir / "summary.csv") as f:
-        scores = [float(r["objective"]) for r in csv.DictReader(f) if r["state"] == "complete"]
+    with open(tmp_path / "multirun" / "optuna" / "loss_weights" / "summary.csv") as f:
+        scores = [float(r["objective"]) for r in csv.DictReader(f)]
     assert len(scores) == 2 and abs(scores[0] - scores[1]) > 0.005, scores
     assert "the knobs made no difference" not in proc.stdout
-    assert (study_dir / PLOTS["importances"]).is_file()
