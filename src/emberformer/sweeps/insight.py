@@ -124,9 +124,22 @@ def _mark_pruned(ax: Any, study: optuna.Study, metric: str) -> Any:
     return ax
 
 
+def tie_line(study: optuna.Study, metric: str = "objective") -> str | None:
+    """One line when two or more trials completed and all scored the same: then the knobs made no
+    difference at this setting, and a random forest over them has nothing to explain (its
+    importances are all 0, not the fractions of 1 the report promises). None otherwise."""
+    values = [t.value for t in study.get_trials(deepcopy=False)
+              if t.state == TrialState.COMPLETE and t.value is not None]
+    if len(values) < 2 or max(values) - min(values) > 1e-12 * max(1.0, abs(values[0])):
+        return None
+    return (f"all {len(values)} completed trials scored {metric} = {_fmt(values[0])}: the knobs made no "
+            "difference at this setting, so no importances")
+
+
 def write_plots(study: optuna.Study, out_dir: Path, metric: str = "objective") -> tuple[dict[str, Path], dict[str, float], list[str]]:
     """Optuna's matplotlib plots as PNGs; returns the files, the importances and notes on what was
-    left out (e.g. importances need two completed trials)."""
+    left out (e.g. importances need two completed trials, or differing scores). A plot not drawn
+    this time is removed, so that a folder's PNGs are always the ones its summary.md names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,18 +160,29 @@ def write_plots(study: optuna.Study, out_dir: Path, metric: str = "objective") -
             files["intermediate"] = _save(ax, out_dir / PLOTS["intermediate"])
         else:
             notes.append("per-epoch values: no trial reported any (a study run before per-epoch reporting)")
-        if len(complete) >= 2 and complete[0].distributions:
+        tied = tie_line(study, metric)
+        if tied:
+            notes.append(tied)
+        elif len(complete) >= 2 and complete[0].distributions:
             try:
                 # Optuna's mean-decrease-impurity evaluator: optuna 2.x's default (fANOVA) cannot
                 # read the trees of current scikit-learn releases
                 evaluator = optuna.importance.MeanDecreaseImpurityImportanceEvaluator(seed=0)
                 importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
-                files["importances"] = _save(ovm.plot_param_importances(study, evaluator=evaluator),
-                                             out_dir / PLOTS["importances"])
+                if not sum(importances.values()) > 0:  # the parameters explain none of the scores
+                    importances = {}
+                    notes.append("parameter importances: all 0 (the completed trials' parameters do "
+                                 "not explain their scores)")
+                else:
+                    files["importances"] = _save(ovm.plot_param_importances(study, evaluator=evaluator),
+                                                 out_dir / PLOTS["importances"])
             except (ImportError, ValueError, RuntimeError) as e:
                 notes.append(f"parameter importances: {type(e).__name__}: {str(e).splitlines()[0]}")
         else:
             notes.append("parameter importances: need at least 2 completed trials")
+    for key, name in PLOTS.items():
+        if key not in files:
+            (out_dir / name).unlink(missing_ok=True)
     return files, importances, notes
 
 
@@ -166,6 +190,10 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4f}" if math.isfinite(v) else str(v)
     return "-" if v in (None, "") else str(v)
+
+
+def _sentence(line: str) -> str:
+    return line[0].upper() + line[1:] + "."
 
 
 def write_markdown(path: Path, study: optuna.Study, rows: list[dict[str, Any]], metric: str,
@@ -193,7 +221,12 @@ def write_markdown(path: Path, study: optuna.Study, rows: list[dict[str, Any]], 
                   "importances sum to 1).", "",
                   "| parameter | importance |", "| --- | ---: |"]
         lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()]
-    lines += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+        lines += [""]
+    tied = tie_line(study, metric)
+    if tied:  # the section's whole answer, said plainly rather than as a table of zeros
+        lines += [_sentence(tied), ""]
+    rest = [f"- {n}" for n in notes if n != tied]
+    lines += rest + ([""] if rest else [])
     if files:
         lines += ["## Plots", ""] + [f"![{k}]({p.name})" for k, p in files.items()] + [""]
     path.write_text("\n".join(lines))
@@ -220,5 +253,8 @@ def write_study_report(sweep_dir: Path, study: optuna.Study, results: list[dict[
     files, importances, notes = write_plots(study, sweep_dir, metric)
     write_markdown(sweep_dir / "summary.md", study, rows, metric, files, importances, notes)
     text = table(rows, metric, sweep_dir / "summary.csv")
+    tied = tie_line(study, metric)
+    if tied:
+        text += "\n" + _sentence(tied)
     written = ", ".join(p.name for p in files.values())
     return text + f"\nWritten: summary.csv, summary.md{', ' + written if written else ''}"
