@@ -257,8 +257,10 @@ def fire_bands(s: SimulatedSettings, w: simulator.World, fire: SimulatedFire) ->
     lapse = -0.0065 * (elev - elev.mean())
     burned_before = np.zeros(shape, dtype=bool)
     out = np.empty((days, layout.BANDS, *shape), dtype=np.float32)
+    def noise(scale: float) -> np.ndarray:
+        return rng.normal(0.0, scale, shape)
+
     for t in range(days):
-        noise = lambda scale: rng.normal(0.0, scale, shape)  # noqa: E731
         active = fire.active[t]
         ndvi = np.clip(ndvi0 * np.where(burned_before, 0.4, 1.0) + noise(0.02), -0.2, 0.95)
         total = 4500.0 + noise(250.0)
@@ -297,12 +299,6 @@ def detection_times(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     minutes = int(rng.integers(8 * 60, 22 * 60)) + rng.integers(0, 41, shape)
     minutes = np.minimum(minutes, 23 * 60 + 59)
     return (minutes // 60 * 100 + minutes % 60).astype(np.float32)
-
-
-def is_hhmm(values: np.ndarray) -> np.ndarray:
-    """Whether each value is a time of day written hhmm (00:00-23:59)."""
-    v = np.asarray(values)
-    return np.isfinite(v) & (v == np.round(v)) & (v >= 0) & (v // 100 <= 23) & (v % 100 <= 59)
 
 
 # ---------------------------------------------------------------------------------------------
