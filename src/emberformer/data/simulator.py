@@ -28,7 +28,7 @@ import math
 import operator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -256,8 +256,9 @@ def directional_slope(elev: np.ndarray) -> np.ndarray:
 
 
 def environment(crop: np.ndarray, ignition: np.ndarray) -> dict:
-    """The simulator's environment for a cropped raster window and an ignition mask."""
-    size = crop.shape[-1]
+    """The simulator's environment for a cropped raster window (any height and width) and an
+    ignition mask."""
+    size = crop.shape[-2:]
     burnable = crop[4] > 0.5
     veg = np.select([crop[2] < 1.5, crop[2] < 2.5], [VEG_CLASS_P[1], VEG_CLASS_P[2]], VEG_CLASS_P[3])
     p_veg = np.where(burnable, veg, -1.0)  # (1 + p_veg) = 0: nothing ignites there
@@ -265,8 +266,8 @@ def environment(crop: np.ndarray, ignition: np.ndarray) -> dict:
     return {
         "p_veg": torch.from_numpy(p_veg.astype(np.float32)),
         "p_den": torch.from_numpy(p_den.astype(np.float32)),
-        "wind_velocity": torch.zeros(size, size),
-        "wind_towards_direction": torch.zeros(size, size),
+        "wind_velocity": torch.zeros(*size),
+        "wind_towards_direction": torch.zeros(*size),
         "slope": torch.from_numpy(directional_slope(crop[0])),
         "initial_ignition": torch.from_numpy(ignition),
     }
@@ -370,12 +371,14 @@ def isolated_torch() -> Iterator[None]:
 
 
 def run_fire(env: dict, weather: dict, n_frames: int, steps_per_frame: int, torch_seed: int,
-             states: list[np.ndarray] | None = None) -> list[np.ndarray] | None:
+             states: list[np.ndarray] | None = None,
+             on_step: Callable[[int, torch.Tensor], None] | None = None) -> list[np.ndarray] | None:
     """Cumulative masks for frames 0..n_frames-1, stopping early once nothing burns.
 
     None when the fire is out before frame 0. Must run inside :func:`isolated_torch` (the model
     seeds and draws from the global torch RNG). ``states``, when given, receives the full state
-    [2, H, W] (burning, burned) at every frame.
+    [2, H, W] (burning, burned) at every frame; ``on_step(t, state)``, when given, sees the state
+    after every step between frame t - 1 and frame t (the WSTS writer's "burning during the day").
     """
     model = fire_model(env)
     model.reset(seed=torch_seed)
@@ -395,6 +398,8 @@ def run_fire(env: dict, weather: dict, n_frames: int, steps_per_frame: int, torc
         set_weather(t)  # row t drives the steps from frame t to frame t + 1
         for _ in range(steps_per_frame):
             model.compute()
+            if on_step is not None:
+                on_step(t + 1, model.state)
         frames.append(model.state.any(dim=0).numpy().copy())
         if states is not None:
             states.append(model.state.numpy().copy())

@@ -34,7 +34,7 @@ from emberformer.files import atomic
 from emberformer.scoring.metrics import Calibration, PixelMetrics
 
 CEILING_VERSION = 1
-NO_SIMULATOR = "Simulator ceiling: not available for this data (no simulator state to restore; only data=synthetic has one)"
+NO_SIMULATOR = "Simulator ceiling: not available for this data (no simulator state to restore; only data=synthetic and the built-in set of data=wsts have one)"
 
 
 def run_seeds(data_seed: int, seq_id: int, t: int, samples: int) -> list[int]:
@@ -58,6 +58,15 @@ def ensemble_states(rep: Replay, t: int, seeds: list[int], lead: int = 1) -> tor
 def lead_states(rep: Replay, t: int, seeds: list[int], horizon: int = 1) -> Iterator[torch.Tensor]:
     """The ensemble's states bool [R, 2, H, W] at frames t + 1 .. t + horizon, one per lead, from
     one run: the state at lead k is exactly ``ensemble_states(rep, t, seeds, k)``."""
+    for step, (_, state) in enumerate(step_states(rep, t, seeds, horizon), start=1):
+        if step % rep.steps_per_frame == 0:
+            yield state
+
+
+def step_states(rep: Replay, t: int, seeds: list[int], horizon: int = 1) -> Iterator[tuple[int, torch.Tensor]]:
+    """(lead, state) after every simulator step of the ensemble run from frame t (``steps_per_frame``
+    steps per lead, states bool [R, 2, H, W]): what the WSTS ceiling needs to see a cell that burns
+    during a day (:mod:`emberformer.scoring.wsts_ceiling`)."""
     if horizon < 1 or t + horizon > len(rep.weather["WS"]):
         raise ValueError(f"lead {horizon} from frame {t} runs past the weather rows ({len(rep.weather['WS'])})")
     R = len(seeds)
@@ -78,7 +87,7 @@ def lead_states(rep: Replay, t: int, seeds: list[int], horizon: int = 1) -> Iter
             ignite = torch.where(~(burning | burned), torch.relu(p_ign - rand_prop), 0) > 0
             burn_out = torch.where(burning, torch.relu(rand_cont - p_continue), 0) > 0
             state = torch.stack(((burning | ignite) & ~burn_out, burned | burn_out), dim=1)
-        yield state
+            yield i + 1, state
 
 
 def _result(pixels: PixelMetrics, calib: Calibration, samples: int) -> dict[str, float]:
@@ -197,6 +206,10 @@ def compute(data: Any, split: str = "test", samples: int = 32, threshold: float 
     with a one-line notice, for data without a simulator. Cached: a second call with the same
     data, split, samples and threshold reads the file back.
     """
+    if getattr(data, "simulated", None) is not None:  # data=wsts on its built-in simulated set
+        from emberformer.scoring import wsts_ceiling
+
+        return wsts_ceiling.compute(data, split, samples, threshold, progress)
     out = _scores(data, split, samples, threshold, 1, None, progress)
     return None if out is None else out[1]
 

@@ -9,17 +9,20 @@ the benchmark does.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emberformer.data.reader import DataError
+from emberformer.data.reader import DataError, DataInterrupted
 from emberformer.data.wsts import layout
 from emberformer.data.wsts.cache import build_cache, fold_standardisation, read_index
 from emberformer.data.wsts.folds import fold as get_fold
 from emberformer.data.wsts.preprocess import STATIC_CHANNELS, feature_ids
 from emberformer.data.wsts.samples import EpochKeyedSampler, WSTSSamples, collate
+from emberformer.data.wsts.simulated import SimulatedSettings, ensure_simulated
+from emberformer.data.wsts.simulated import describe as describe_simulated
 
 SPLITS = ("train", "val", "test")
 
@@ -31,16 +34,20 @@ def _int_in(key: str, value: object, lo: int, hi: int) -> int:
 
 
 class WSTSDataModule:
-    """WildfireSpreadTS at ``root`` (TIF or HDF5 layout), fold ``fold`` -> loaders."""
+    """WildfireSpreadTS at ``root`` (TIF or HDF5 layout), fold ``fold`` -> loaders; with ``root``
+    None, the built-in simulated set of settings ``simulated`` (written once into ``cache_dir``)."""
 
-    def __init__(self, root: str | None, fold: int = 0, n_leading_observations: int = 1,
+    def __init__(self, root: str | None = None, fold: int = 0, n_leading_observations: int = 1,
                  features: str = "all", format: str = "auto", crop_size: int = 128,
                  cache_dir: str = "~/.cache/emberformer", on_bad_sequence: str = "error",
                  batch_size: int = 16, num_workers: int = 0, pin_memory: bool = False,
-                 progress: bool = True):
-        if root is None:
-            raise ValueError("data.root is required with data=wsts: data.root=/path/to/WildfireSpreadTS "
-                             "(the folder holding 2018/ 2019/ 2020/ 2021/)")
+                 progress: bool = True, simulated: Mapping[str, Any] | None = None):
+        if root is None and simulated is None:
+            raise ValueError("data.root is required with data=wsts unless data.simulated holds the built-in "
+                             "set's settings: data.root=/path/to/WildfireSpreadTS (the folder holding "
+                             "2018/ 2019/ 2020/ 2021/)")
+        # checked now, so a bad data.simulated.* key stops the run before any work
+        self.simulated = SimulatedSettings.checked(simulated) if root is None else None
         self.fold = get_fold(fold)
         self.n_leading_observations = _int_in("n_leading_observations", n_leading_observations, 1, 5)
         self.crop_size = _int_in("crop_size", crop_size, 1, 4096)
@@ -51,7 +58,7 @@ class WSTSDataModule:
             raise ValueError(f"data.on_bad_sequence must be 'error' or 'skip', got {on_bad_sequence!r}")
         if int(batch_size) < 1:
             raise ValueError(f"hardware.batch_size must be >= 1, got {batch_size}")
-        self.root = Path(root).expanduser()
+        self.root = Path(root).expanduser() if root is not None else None
         self.features, self.format = features, format
         self.cache_dir, self.on_bad_sequence, self.progress = cache_dir, on_bad_sequence, progress
         self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
@@ -63,6 +70,7 @@ class WSTSDataModule:
 
     def setup(self) -> None:
         """Decode the root once (reused while unchanged) and build the fold's three data sets."""
+        self.root = self.resolve_root()
         cache = build_cache(self.root, self.cache_dir, self.format, self.on_bad_sequence, self.progress)
         self.mean, self.std = fold_standardisation(read_index(cache), self.fold)
         self.datasets = {
@@ -75,6 +83,21 @@ class WSTSDataModule:
             raise DataError(f"data.root {self.root}: {self.fold.describe()} gives no samples for "
                             f"{' and '.join(empty)} with data.n_leading_observations="
                             f"{self.n_leading_observations}")
+
+    def resolve_root(self) -> Path:
+        """``data.root``, or (root null) the built-in simulated set, written on first use."""
+        if self.simulated is None:
+            assert self.root is not None
+            return self.root
+        try:
+            root = ensure_simulated(self.cache_dir, self.simulated.as_dict(), self.progress)
+        except KeyboardInterrupt:  # ensure_simulated removed its temporary folder
+            raise DataInterrupted(
+                "Interrupted while writing the built-in WSTS set; nothing was harmed: the partly written "
+                f"copy was removed, the finished data sets in {self.cache_dir} are as they were (the next "
+                "run writes it again)") from None
+        print(describe_simulated(root), flush=True)
+        return root
 
     def loader(self, split: str, seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
         """Loader whose ``sampler.set_epoch(epoch, skip)`` fixes the order and the crops."""
