@@ -56,7 +56,7 @@ def model_step(model: nn.Module, batch: dict[str, Any], autocast: Autocast = con
     """Run ``model`` on a batch from ``to_device`` (under ``autocast``); logits come back float32."""
     with autocast():
         logits = model(fire=batch["fire"], valid_t=batch["valid_t"], wind=batch["wind"],
-                       static=batch["static"])
+                       static=batch["static"], dynamic=batch.get("dynamic"))
     return Prediction(logits.float(), last_frame(batch["fire"]), batch["target"], batch["mask"])
 
 
