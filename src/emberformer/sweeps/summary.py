@@ -214,15 +214,15 @@ def write_test_table(sweep_dir: Path, metric: str = "objective") -> str | None:
 
     lines = [f"Test scores of {len(rows)} job(s) (best.pt; copy-last = persistence on the same samples and "
              f"pixels), mean +- std (n - 1) over the jobs -> {Path(sweep_dir) / 'test_scores.csv'}",
-             f"  {'job':<{width}} " + " ".join(f"{h:>16}" for h in head)]
+             f"  {'job':<{width}} " + " ".join(f"{h:>17}" for h in head)]
     for label, vals in zip(labels, values):
-        lines.append(f"  {label:<{width}} " + " ".join(f"{cell(v):>16}" for v in vals))
+        lines.append(f"  {label:<{width}} " + " ".join(f"{cell(v):>17}" for v in vals))
     stats = []
     for j in range(len(cols)):
         col = [v[j] for v in values if isinstance(v[j], (int, float))]
         stats.append(mean_std(col) if col else None)
     spread = [f"{st[0]:.4f} +- {st[1]:.4f}" if st else "-" for st in stats]
-    lines.append(f"  {'mean +- std':<{width}} " + " ".join(f"{v:>16}" for v in spread))
+    lines.append(f"  {'mean +- std':<{width}} " + " ".join(f"{v:>17}" for v in spread))
     with open(Path(sweep_dir) / "test_scores.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["job", *[h.replace(" ", "_").replace("-", "_") for h in head], "run_dir"])
