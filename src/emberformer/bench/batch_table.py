@@ -281,7 +281,7 @@ def bench_table(cfg: DictConfig) -> list[Row]:
 
     def build_model() -> torch.nn.Module:
         torch.manual_seed(cfg.seed)
-        model = instantiate(cfg.model, static_channels=data.static_channels)
+        model = instantiate(cfg.model, static_channels=data.static_channels, day_channels=data.day_channels)
         return model
 
     probe = build_model()
