@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> float:
     if distributed.is_main():
         (run_dir / "split.json").write_text(json.dumps(data.split, indent=1))
     torch.manual_seed(cfg.seed)
-    model = instantiate(cfg.model, static_channels=data.static_channels, day_channels=data.day_channels)
+    model = instantiate(cfg.model, **run_config.channel_settings(data.static_channels, data.day_channels))
     if resume is not None:  # weights that do not fit the config: one line, before any file changes
         checkpoint.load_weights(model, resume, OmegaConf.to_container(cfg.model, resolve=True), cfg.ckpt_path)
     use_run_folder(run_dir)  # from here on, the status (result.json) is the run's own

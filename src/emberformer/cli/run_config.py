@@ -215,10 +215,16 @@ def _use_layout_reader(data: DictConfig) -> None:
             del data["root"]  # the synthetic module takes no root
 
 
+def channel_settings(static_channels: int, day_channels: int = 0) -> dict[str, int]:
+    """What the app passes a model from its data: ``static_channels``, and ``day_channels`` only
+    when the data has per-day inputs (so a model that takes none keeps working on data without)."""
+    return {"static_channels": static_channels, **({"day_channels": day_channels} if day_channels else {})}
+
+
 def build_model(cfg: DictConfig, static_channels: int, ckpt: dict[str, Any] | None = None,
                 device: torch.device | None = None, day_channels: int = 0) -> nn.Module:
     """The model of ``cfg`` (with the checkpoint's weights when given), in eval mode."""
-    model = instantiate(cfg.model, static_channels=static_channels, day_channels=day_channels)
+    model = instantiate(cfg.model, **channel_settings(static_channels, day_channels))
     if ckpt is not None:
         checkpoint.load_weights(model, ckpt, OmegaConf.to_container(cfg.model, resolve=True), cfg.ckpt_path)
     return model.to(device or "cpu").eval()

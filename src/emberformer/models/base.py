@@ -7,9 +7,11 @@ A fire model maps a left-padded fire history to next-step logits, with named inp
 - ``valid_t`` [B, T] bool: which time steps are real (padding is at the start)
 - ``wind``    [B, T, 2] float: normalised wind speed and direction of each step
 - ``static``  [B, C, H, W] float: normalised static terrain bands
-- ``dynamic`` [B, T, D, H, W] float or None: other per-step spatial inputs (weather fields,
-  vegetation, ...); None where the data has none (the built-in and real-layout data). The data
-  module says how many (``day_channels``, 0 there) and the app builds the model with that number.
+- ``dynamic`` [B, T, D, H, W] float, optional: other per-step spatial inputs (weather fields,
+  vegetation, ...), passed only where the data has them (WildfireSpreadTS), so a model written
+  for the four inputs above keeps working on the built-in and real-layout data. The data module
+  says how many (``day_channels``, 0 there); the app then builds the model with
+  ``day_channels=D``.
 
 and returns logits [B, 1, H, W] of the next frame's fire (burning or burned on cumulative data,
 active fire on WildfireSpreadTS). Its parameters come in the two groups the optimizer gives their

@@ -32,6 +32,8 @@ def training_banner(*, epochs: int, model_name: str, n_params: int, device: str,
         f"test {data[f'data/test_{unit}']} (test samples: {data['data/test_samples']})",
         f"Batch size: {batch_size}",
     ]
+    if "data/fold" in data:  # WildfireSpreadTS: which of the 12 year splits
+        lines.insert(3, f"Fold: {data['data/fold']}")
     if lrs:
         lines.append(f"LR temporal: {lrs.get('temporal', 0):.2e}, LR spatial: {lrs.get('spatial', 0):.2e}")
     lines += [f"Loss: {loss}", f"Early stopping: {early_stopping}", *logger_lines, f"Run dir: {run_dir}"]

@@ -25,7 +25,7 @@ from emberformer.data.wsts import layout
 from emberformer.data.wsts.cache import build_cache, fold_standardisation, read_index
 from emberformer.data.wsts.folds import fold as get_fold
 from emberformer.data.wsts.inputs import ChannelRoles
-from emberformer.data.wsts.preprocess import STATIC_CHANNELS, feature_ids
+from emberformer.data.wsts.preprocess import feature_ids
 from emberformer.data.wsts.samples import EpochKeyedSampler, WSTSSamples, collate
 
 SPLITS = ("train", "val", "test")
@@ -68,10 +68,10 @@ class WSTSDataModule:
         self.cache_dir, self.on_bad_sequence, self.progress = cache_dir, on_bad_sequence, progress
         self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
         self.channels = len(self.feature_ids)
-        # positions (within the selected features) of the channels that are the same every day
-        self.static_positions = tuple(i for i, c in enumerate(self.feature_ids) if c in STATIC_CHANNELS)
+        # what each selected channel is to a model: the fire, static, or per-day (inputs.py)
         self.roles = ChannelRoles.of(self.feature_ids)
-        assert self.roles.static == self.static_positions
+        # positions (within the selected features) of the channels that are the same every day
+        self.static_positions = self.roles.static
         self.datasets: dict[str, WSTSSamples] = {}
         self.mean = self.std = np.zeros(0, np.float32)
 
