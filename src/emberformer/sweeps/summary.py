@@ -177,10 +177,10 @@ def write_summary(sweep_dir: Path, mode: str = "max", metric: str = "objective")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    """Mean and sample standard deviation (n - 1; NaN for a single value)."""
     n = len(values)
     mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else math.nan
     return mean, math.sqrt(var)
 
 
@@ -198,7 +198,11 @@ def write_test_table(sweep_dir: Path, metric: str = "objective") -> str | None:
     rows = [r for r in read_results(sweep_dir) if r.get("status") == "ok" and isinstance(r.get("test"), dict)]
     if not rows:
         return None
-    rows.sort(key=lambda r: str(r.get("run_dir", "")))
+    def job_order(r: dict[str, Any]) -> tuple[float, str]:  # job 2 before job 10
+        name = Path(str(r.get("run_dir", ""))).name
+        return (int(name) if name.isdigit() else math.inf, str(r.get("run_dir", "")))
+
+    rows.sort(key=job_order)
     keys = list(TEST_METRICS)
     name = metric.partition("/")[2]
     if name in keys:
@@ -221,7 +225,8 @@ def write_test_table(sweep_dir: Path, metric: str = "objective") -> str | None:
     for j in range(len(cols)):
         col = [v[j] for v in values if isinstance(v[j], (int, float))]
         stats.append(mean_std(col) if col else None)
-    spread = [f"{st[0]:.4f} +- {st[1]:.4f}" if st else "-" for st in stats]
+    spread = ["-" if not st else f"{st[0]:.4f}" if math.isnan(st[1]) else f"{st[0]:.4f} +- {st[1]:.4f}"
+              for st in stats]
     lines.append(f"  {'mean +- std':<{width}} " + " ".join(f"{v:>17}" for v in spread))
     with open(Path(sweep_dir) / "test_scores.csv", "w", newline="") as f:
         w = csv.writer(f)
