@@ -12,9 +12,8 @@ False): fire can go out, so nothing may assume that today's fire stays (``model.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import functools
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -99,7 +98,8 @@ class WSTSDataModule:
         return DataLoader(
             ds, batch_size=self.batch_size if split == "train" else 1, sampler=sampler,
             num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
-            collate_fn=functools.partial(collate, roles=self.roles), pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            collate_fn=functools.partial(collate, roles=self.roles), pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
             prefetch_factor=4 if self.num_workers > 0 else None)
 
     @property
