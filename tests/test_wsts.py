@@ -480,14 +480,3 @@ def test_a_root_that_is_not_wildfirespreadts(tif_root, h5_root, tmp_path):
     assert len(dm.datasets["train"]) == expected_count((2018, 2019), 1)
     with pytest.raises(ValueError, match="data.root is required with data=wsts"):
         WSTSDataModule(root=None)
-
-
-def test_training_on_wsts_is_one_line_until_a_model_takes_its_batch(tif_root, wsts_cache, capsys):
-    """train asks the data module for static_channels to build a model: one line, exit 2, no traceback."""
-    dm = module(tif_root, wsts_cache)
-    dm.setup()
-    with pytest.raises(SystemExit) as e, user_errors():
-        dm.static_channels
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("Error: data=wsts is read") and "no model trains on it yet" in err[0]

@@ -23,10 +23,11 @@ from emberformer.scoring import ceiling
 from emberformer.scoring import rollout
 from emberformer.cli.errors import hydra_errors, user_errors
 from emberformer.cli.run_folder import run_folder
-from emberformer.data.datamodule import SPLITS
+from emberformer.cli.checks import check_model_fits_data
+from emberformer.data.datamodule import SPLITS, FireDataModule
 from emberformer.training.hardware import Hardware
 from emberformer.scoring.metrics import PixelMetrics, check_threshold
-from emberformer.scoring.scores import KEYS, Scores
+from emberformer.scoring.scores import KEYS, Scores, leading
 from emberformer.training.step import Prediction, evaluate as evaluate_pass
 from emberformer.training.previews import sample_panel
 from emberformer.cli.run_config import CONF, build_model, scoring_config
@@ -72,14 +73,15 @@ def ceiling_entry(scores: dict[str, float]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------- outputs
-def side_by_side(result: dict[str, dict[str, float]]) -> list[tuple[str, ...]]:
-    """(metric, model, copy-last) rows; with a ceiling entry also (ceiling, gap closed): the share
-    of the copy-last -> ceiling distance the model covers on that metric."""
+def side_by_side(result: dict[str, dict[str, float]], first: str = "f1") -> list[tuple[str, ...]]:
+    """(metric, model, copy-last) rows, ``first`` (the data's headline metric) on top; with a
+    ceiling entry also (ceiling, gap closed): the share of the copy-last -> ceiling distance the
+    model covers on that metric."""
     def fmt(key: str, value: float) -> str:
         return str(int(value)) if key == "samples" else f"{value:.4f}"
 
     rows = []
-    for k in KEYS:
+    for k in leading(KEYS, first):
         row = (k, fmt(k, result["model"][k]), fmt(k, result["copy_last"][k]))
         if "ceiling" in result:
             m, c, top = result["model"][k], result["copy_last"][k], result["ceiling"][k]
@@ -167,9 +169,14 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
+    check_model_fits_data(cfg.model, data)
+    if horizon > 1 and not isinstance(data, FireDataModule):
+        raise ValueError(f"horizon={horizon}: rollouts need fire sequences of the built-in or real-layout data; "
+                         "this data is scored one day ahead (horizon=1)")
     data.setup()
-    rollout.check_horizon(horizon, data.datasets[cfg.split], f"of the {cfg.split} split ")
-    model = build_model(cfg, data.static_channels, ckpt, device)
+    if isinstance(data, FireDataModule):
+        rollout.check_horizon(horizon, data.datasets[cfg.split], f"of the {cfg.split} split ")
+    model = build_model(cfg, data.static_channels, ckpt, device, day_channels=data.day_channels)
     total, by_len, examples = score(model, data.loader(cfg.split, int(cfg.seed)), hardware, device,
                                     thresh, int(cfg.examples), data.static_raster().to(device))
     result = total.result()
@@ -191,7 +198,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         lead_md = [f"## By lead time (autoregressive rollout, {lead_table[0][1]} samples with {horizon} "
                    "frames ahead)", "", markdown(header, lead_table), ""]
     figures += write_examples(run_dir / "examples", examples, thresh)
-    table, hist = side_by_side(result), history_rows(by_len)
+    table, hist = side_by_side(result, getattr(data, "primary_metric", "f1")), history_rows(by_len)
     name = getattr(model, "name", type(model).__name__)
     title = f"{name} on the {cfg.split} split ({result['model']['samples']} samples)"
     write_report(run_dir / "report.md", title, table, hist, figures, lead_md)

@@ -25,6 +25,7 @@ from emberformer.scoring import rollout
 from emberformer.cli.errors import hydra_errors, user_errors
 from emberformer.scoring.metrics import check_threshold
 from emberformer.cli.run_folder import run_folder
+from emberformer.data.datamodule import FireDataModule
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import encode_mask, write_mask
 from emberformer.training.step import model_step
@@ -79,6 +80,9 @@ def predict(cfg: DictConfig) -> list[Path]:
     hardware = instantiate(cfg.hardware)
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
+    if not isinstance(data, FireDataModule):
+        raise ValueError("predict draws one sequence of the built-in or real-layout data; a data=wsts model "
+                         "is scored with python -m emberformer.evaluate ckpt_path=...")
     data.setup(need_splits=False)  # one sequence is predicted: any number of them will do
     sid = sequence_id(cfg.sequence, sorted(i for ids in data.split.values() for i in ids), data.layout_root)
     samples = next(ds for ds in data.datasets.values() if sid in ds.seq_ids)  # its split's data set

@@ -12,12 +12,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from emberformer.cli import run_config
-from emberformer.cli.checks import check_config_keys, check_model_config, checked_optimizer
+from emberformer.cli.checks import check_config_keys, check_model_config, check_model_fits_data, checked_optimizer
 from emberformer.cli.errors import hydra_errors, is_multirun, user_errors
 from emberformer.cli.run_config import CONF
 from emberformer.cli.run_folder import claim, owns, release_claims, run_folder, use_run_folder
 from emberformer.sweeps.pruning import TrialPruning
-from emberformer.sweeps.summary import write_result
+from emberformer.sweeps.summary import test_scores, write_result
 from emberformer.tracking.run_info import run_info
 from emberformer.training import checkpoint, distributed
 from emberformer.training.run_state import Interrupted
@@ -45,11 +45,12 @@ def train(cfg: DictConfig) -> float:
     logger = instantiate(cfg.logger)
     trainer = instantiate(cfg.trainer)
     data = instantiate(cfg.data, **hardware.loader_settings())
+    check_model_fits_data(cfg.model, data)
     data.setup()
     if distributed.is_main():
         (run_dir / "split.json").write_text(json.dumps(data.split, indent=1))
     torch.manual_seed(cfg.seed)
-    model = instantiate(cfg.model, static_channels=data.static_channels)
+    model = instantiate(cfg.model, **run_config.channel_settings(data.static_channels, data.day_channels))
     if resume is not None:  # weights that do not fit the config: one line, before any file changes
         checkpoint.load_weights(model, resume, OmegaConf.to_container(cfg.model, resolve=True), cfg.ckpt_path)
     use_run_folder(run_dir)  # from here on, the status (result.json) is the run's own
@@ -58,7 +59,8 @@ def train(cfg: DictConfig) -> float:
                        early_stopping=early, hardware=hardware, logger=logger, run_dir=run_dir,
                        run_info=run_info(cfg), resume=resume, pruning=pruning, started_at=started)
     if distributed.is_main():
-        write_result(run_folder(), "pruned" if pruning.pruned else "ok", best, early.best_epoch)
+        write_result(run_folder(), "pruned" if pruning.pruned else "ok", best, early.best_epoch,
+                     test=test_scores(trainer.summary))
     return best
 
 

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from emberformer.cli.run_folder import run_folder
+from emberformer.cli.run_config import channel_settings
 from emberformer.data.dataset import to_device
 from emberformer.training.run_setup import build_learner, count_parameters
 from emberformer.training.step import train_step
@@ -281,7 +282,7 @@ def bench_table(cfg: DictConfig) -> list[Row]:
 
     def build_model() -> torch.nn.Module:
         torch.manual_seed(cfg.seed)
-        model = instantiate(cfg.model, static_channels=data.static_channels)
+        model = instantiate(cfg.model, **channel_settings(data.static_channels, data.day_channels))
         return model
 
     probe = build_model()

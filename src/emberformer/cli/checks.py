@@ -12,7 +12,7 @@ from emberformer.cli.moved_keys import moved_key_note
 
 # keyword arguments the apps pass when they build a config node (instantiate(cfg.model,
 # static_channels=...), instantiate(cfg.data, **hardware.loader_settings())): never user settings
-SET_BY_THE_APP = frozenset({"static_channels", "batch_size", "num_workers", "pin_memory"})
+SET_BY_THE_APP = frozenset({"static_channels", "day_channels", "batch_size", "num_workers", "pin_memory"})
 
 def _accepted_keys(target: Any) -> set[str] | None:
     """Keyword arguments ``target`` takes, following ``**kwargs`` into our own base classes;
@@ -81,6 +81,16 @@ def check_model_config(model_cfg: DictConfig) -> None:
         load_decode_head_state(model_cfg.get("pretrained_path"))
         return
     instantiate(model_cfg, static_channels=1)
+
+
+def check_model_fits_data(model_cfg: DictConfig, data: Any) -> None:
+    """``model.keep_last`` assumes cumulative masks (burned stays burned): on data whose target is
+    not cumulative (WildfireSpreadTS: next-day active fire, which goes out) it is refused in one
+    line, before any data work, rather than turned off behind the user's back."""
+    if model_cfg.get("keep_last") is True and not getattr(data, "cumulative_target", True):
+        raise UserError("model.keep_last=true predicts every pixel on fire today as on fire tomorrow, which "
+                        "holds for cumulative burned-area masks only; this data's target is next-day active "
+                        "fire (it goes out): set model.keep_last=false (experiment=wsts does)")
 
 
 def _own_keys(target: Any) -> set[str]:

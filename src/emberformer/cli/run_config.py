@@ -31,6 +31,7 @@ from emberformer.cli.run_folder import run_folder
 CONF = str(Path(__file__).resolve().parents[3] / "conf")
 COPY_LAST = "emberformer.models.copy_last.CopyLast"
 LAYOUT_READER = "emberformer.data.datamodule.FireDataModule"
+WSTS_READERS = "emberformer.data.wsts."  # data=wsts: its root is its own (never the layout reader's)
 SYNTHETIC_ONLY = ("num_sequences", "size", "max_frames", "steps_per_frame", "seed")
 # groups that decide the model: scoring a checkpoint never swaps them under its weights
 MODEL_GROUPS = ("model", "experiment", "debug", "hparams_search")
@@ -201,7 +202,10 @@ def scoring_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
 
 
 def _use_layout_reader(data: DictConfig) -> None:
-    """A ``data.root`` given: read that folder with FireDataModule (synthetic settings dropped)."""
+    """A ``data.root`` given: read that folder with FireDataModule (synthetic settings dropped).
+    WildfireSpreadTS data stays what it is: its ``data.root`` is a WildfireSpreadTS folder."""
+    if str(data.get("_target_", "")).startswith(WSTS_READERS):
+        return
     with open_dict(data):
         if data.get("root") is not None and data.get("_target_") != LAYOUT_READER:
             data._target_ = LAYOUT_READER
@@ -211,10 +215,16 @@ def _use_layout_reader(data: DictConfig) -> None:
             del data["root"]  # the synthetic module takes no root
 
 
+def channel_settings(static_channels: int, day_channels: int = 0) -> dict[str, int]:
+    """What the app passes a model from its data: ``static_channels``, and ``day_channels`` only
+    when the data has per-day inputs (so a model that takes none keeps working on data without)."""
+    return {"static_channels": static_channels, **({"day_channels": day_channels} if day_channels else {})}
+
+
 def build_model(cfg: DictConfig, static_channels: int, ckpt: dict[str, Any] | None = None,
-                device: torch.device | None = None) -> nn.Module:
+                device: torch.device | None = None, day_channels: int = 0) -> nn.Module:
     """The model of ``cfg`` (with the checkpoint's weights when given), in eval mode."""
-    model = instantiate(cfg.model, static_channels=static_channels)
+    model = instantiate(cfg.model, **channel_settings(static_channels, day_channels))
     if ckpt is not None:
         checkpoint.load_weights(model, ckpt, OmegaConf.to_container(cfg.model, resolve=True), cfg.ckpt_path)
     return model.to(device or "cpu").eval()

@@ -32,6 +32,13 @@ def split_sequences(ids: list[int], fractions: tuple[float, float, float], seed:
 class FireDataModule:
     """Fire sequences in the data layout at ``root`` -> train/val/test loaders."""
 
+    #: the masks are cumulative (burning or burned): fire never leaves a pixel (model.keep_last holds)
+    cumulative_target = True
+    #: the metric the closing block leads with (WildfireSpreadTS: ap)
+    primary_metric = "f1"
+    #: per-step spatial model inputs besides the fire frames (``dynamic``): none in this layout
+    day_channels = 0
+
     def __init__(self, root: str | None, cache_dir: str = "~/.cache/emberformer",
                  split_seed: int = 0, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  max_history: int | None = None, batch_size: int = 16, num_workers: int = 0,

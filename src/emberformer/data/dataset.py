@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from emberformer.data.cache import read_index
+from emberformer.data.wsts import inputs as wsts_inputs
 
 
 class FireSamples(Dataset):
@@ -98,7 +99,10 @@ def unpack_bits(packed: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def to_device(batch: dict, device: torch.device, static: torch.Tensor) -> dict:
-    """Compact CPU batch -> model inputs on ``device``; ``static`` is the raster already there."""
+    """Compact CPU batch -> model inputs on ``device``; ``static`` is the raster already there.
+    A WildfireSpreadTS batch (its days in ``x``) carries its static bands itself."""
+    if "x" in batch:
+        return wsts_inputs.to_device(batch, device)
     nb = device.type == "cuda"
     hw = batch["hw"]
     H, W = int(hw[:, 0].max()), int(hw[:, 1].max())

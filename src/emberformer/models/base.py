@@ -7,9 +7,15 @@ A fire model maps a left-padded fire history to next-step logits, with named inp
 - ``valid_t`` [B, T] bool: which time steps are real (padding is at the start)
 - ``wind``    [B, T, 2] float: normalised wind speed and direction of each step
 - ``static``  [B, C, H, W] float: normalised static terrain bands
+- ``dynamic`` [B, T, D, H, W] float, optional: other per-step spatial inputs (weather fields,
+  vegetation, ...), passed only where the data has them (WildfireSpreadTS), so a model written
+  for the four inputs above keeps working on the built-in and real-layout data. The data module
+  says how many (``day_channels``, 0 there); the app then builds the model with
+  ``day_channels=D``.
 
-and returns logits [B, 1, H, W] of "burning or burned at the next frame". Its parameters come in
-the two groups the optimizer gives their own learning rates (``temporal``, ``spatial``).
+and returns logits [B, 1, H, W] of the next frame's fire (burning or burned on cumulative data,
+active fire on WildfireSpreadTS). Its parameters come in the two groups the optimizer gives their
+own learning rates (``temporal``, ``spatial``).
 """
 from __future__ import annotations
 
@@ -35,7 +41,7 @@ class FireModel(nn.Module, ABC):
 
     @abstractmethod
     def forward(self, *, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
-                static: torch.Tensor) -> torch.Tensor:
+                static: torch.Tensor, dynamic: torch.Tensor | None = None) -> torch.Tensor:
         """Next-step logits [B, 1, H, W]."""
 
     @abstractmethod

@@ -1,4 +1,5 @@
-"""Persistence baseline: the next fire mask is the last one seen."""
+"""Persistence baseline: the next fire mask is the last one seen (on WildfireSpreadTS: tomorrow's
+active fire is today's)."""
 from __future__ import annotations
 
 import inspect
@@ -18,7 +19,8 @@ class CopyLast(FireModel):
 
     name = "CopyLast (persistence baseline)"
 
-    def __init__(self, static_channels: int = 0, confidence: float = 10.0, **architecture: object):
+    def __init__(self, static_channels: int = 0, day_channels: int = 0, confidence: float = 10.0,
+                 **architecture: object):
         """Presets such as ``debug=fast`` size the EmberFormer under ``model.``; those keys are
         accepted and unused here, any other key is a mistake and stops the run."""
         super().__init__()
@@ -30,7 +32,7 @@ class CopyLast(FireModel):
         self.confidence = float(confidence)
 
     def forward(self, *, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
-                static: torch.Tensor) -> torch.Tensor:
+                static: torch.Tensor, dynamic: torch.Tensor | None = None) -> torch.Tensor:
         return (last_frame(fire).float() * 2 - 1) * self.confidence
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -30,22 +30,29 @@ def sinusoidal(pos: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class TokenEmbedder(nn.Module):
-    """fire occupancy + wind MLP + static terrain + time position -> d_model tokens."""
+    """fire occupancy + wind MLP + static terrain (+ per-step spatial inputs) + time position -> d_model tokens.
 
-    def __init__(self, static_channels: int, d_model: int):
+    The per-step input layer exists only with ``day_channels`` > 0 (and the static one only with
+    ``static_channels`` > 0), so a model of the built-in data has the weights it always had.
+    """
+
+    def __init__(self, static_channels: int, d_model: int, day_channels: int = 0):
         super().__init__()
         self.d_model = d_model
         self.fire = nn.Linear(1, d_model)
         self.wind = nn.Sequential(nn.Linear(2, d_model // 2), nn.GELU(), nn.Linear(d_model // 2, d_model))
-        self.static = nn.Linear(static_channels, d_model)
+        self.static = nn.Linear(static_channels, d_model) if static_channels else None
+        self.dynamic = nn.Linear(day_channels, d_model) if day_channels else None
 
     def forward(self, occ: torch.Tensor, wind: torch.Tensor, static_tok: torch.Tensor,
-                valid_t: torch.Tensor) -> torch.Tensor:
-        # occ [B,T,N], wind [B,T,2], static_tok [B,N,Cs], valid_t [B,T] -> [B,N,T,d]
+                valid_t: torch.Tensor, dynamic_tok: torch.Tensor | None = None) -> torch.Tensor:
+        # occ [B,T,N], wind [B,T,2], static_tok [B,N,Cs], valid_t [B,T], dynamic_tok [B,N,T,D] -> [B,N,T,d]
         pos = (valid_t.long().cumsum(1) - 1).clamp(min=0)  # 0 at the first real step
         tok = self.fire(occ.unsqueeze(-1)).transpose(1, 2)                     # [B,N,T,d]
         tok = tok + (self.wind(wind) + sinusoidal(pos, self.d_model)).unsqueeze(1)
-        return tok + self.static(static_tok).unsqueeze(2)
+        if self.dynamic is not None and dynamic_tok is not None:
+            tok = tok + self.dynamic(dynamic_tok)
+        return tok + self.static(static_tok).unsqueeze(2) if self.static is not None else tok
 
 
 class RefinementDecoder(nn.Module):
@@ -99,6 +106,11 @@ class EmberFormer(FireModel):
     convs before the output (two frames show the newest ring of fire, where spread starts), and
     ``keep_last`` predicts every pixel of the last input frame as fire (the masks are cumulative:
     burned stays burned), so the model only decides where the fire goes next.
+
+    ``day_channels`` (set by the app from the data module, like ``static_channels``) is the number
+    of per-step spatial inputs (``dynamic``); each step's are patch-averaged into its tokens, and
+    with ``pixel_skip`` the last step's go into the skip at full resolution. 0 (the built-in
+    data): no such input, and the model is exactly the one it was before they existed.
     """
 
     name = "EmberFormer (segformer decoder)"
@@ -121,6 +133,7 @@ class EmberFormer(FireModel):
         skip_frames: int = 1,
         fuse_layers: int = 1,
         keep_last: bool = False,
+        day_channels: int = 0,
     ):
         super().__init__()
         if patch_size < 2 or patch_size & (patch_size - 1):
@@ -132,11 +145,14 @@ class EmberFormer(FireModel):
         for key, value in (("model.skip_frames", skip_frames), ("model.fuse_layers", fuse_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        if isinstance(day_channels, bool) or not isinstance(day_channels, int) or day_channels < 0:
+            raise ValueError(f"day_channels must be an integer >= 0, got {day_channels!r}")
         if d_model % nhead:
             raise ValueError(f"model.d_model ({d_model}) must be divisible by model.nhead ({nhead})")
         self.patch_size = patch_size
+        self.day_channels = day_channels
         # temporal part (lr_temporal)
-        self.embed = TokenEmbedder(static_channels, d_model)
+        self.embed = TokenEmbedder(static_channels, d_model, day_channels)
         layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
                                            activation="gelu", batch_first=True)
         self.temporal = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
@@ -165,7 +181,7 @@ class EmberFormer(FireModel):
             extras.append("keeps the last frame")
         if extras:
             self.name = f"EmberFormer (segformer decoder, {', '.join(extras)})"
-        skip_ch = skip_frames + static_channels if self.pixel_skip else 0
+        skip_ch = skip_frames + static_channels + day_channels if self.pixel_skip else 0
         self.refine = RefinementDecoder(d_model, patch_size, base_channels, skip_ch, fuse_layers)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -175,17 +191,28 @@ class EmberFormer(FireModel):
         return {"temporal": temporal, "spatial": [p for p in self.parameters() if id(p) not in ids]}
 
     def forward(self, *, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
-                static: torch.Tensor) -> torch.Tensor:
+                static: torch.Tensor, dynamic: torch.Tensor | None = None) -> torch.Tensor:
         B, T, H, W = fire.shape
         P = self.patch_size
+        got = 0 if dynamic is None else dynamic.shape[2]
+        if got != self.day_channels:
+            raise ValueError(f"the model was built for {self.day_channels} per-day input channel(s), the batch "
+                             f"has {got}: the checkpoint and the data (data.features) do not match")
         ph, pw = (-H) % P, (-W) % P
         if ph or pw:
             fire = F.pad(fire, (0, pw, 0, ph))
             static = F.pad(static, (0, pw, 0, ph))
+            if dynamic is not None:
+                dynamic = F.pad(dynamic, (0, pw, 0, ph))
         Gy, Gx = (H + ph) // P, (W + pw) // P
         occ = F.avg_pool2d(fire, P).flatten(2)                      # [B,T,N]
-        static_tok = F.avg_pool2d(static, P).flatten(2).transpose(1, 2)  # [B,N,Cs]
-        tok = self.embed(occ, wind, static_tok, valid_t)            # [B,N,T,d]
+        static_tok = (F.avg_pool2d(static, P).flatten(2).transpose(1, 2) if static.shape[1]  # [B,N,Cs]
+                      else static.new_zeros(B, Gy * Gx, 0))
+        dynamic_tok = None
+        if dynamic is not None:                                      # [B,T,D,H,W] -> [B,N,T,D]
+            D = dynamic.shape[2]
+            dynamic_tok = F.avg_pool2d(dynamic.flatten(1, 2), P).reshape(B, T, D, Gy * Gx).permute(0, 3, 1, 2)
+        tok = self.embed(occ, wind, static_tok, valid_t, dynamic_tok)  # [B,N,T,d]
         N, d = tok.shape[1], tok.shape[-1]
         pad_mask = (~valid_t).repeat_interleave(N, dim=0)            # [B*N,T]
         out = self.temporal(tok.reshape(B * N, T, d), src_key_padding_mask=pad_mask)
@@ -199,7 +226,8 @@ class EmberFormer(FireModel):
             frames = fire[:, -self.skip_frames:]                     # left-padded: zeros before t=0
             if frames.shape[1] < self.skip_frames:
                 frames = F.pad(frames, (0, 0, 0, 0, self.skip_frames - frames.shape[1], 0))
-            skip = torch.cat([frames, static], dim=1)
+            parts = [frames, static] if dynamic is None else [frames, static, dynamic[:, -1]]
+            skip = torch.cat(parts, dim=1)
         logits = self.refine(grid, coarse, skip)[..., :H, :W]       # [B,1,H,W]
         if self.keep_last:
             logits = logits.masked_fill(fire[:, -1:, :H, :W] > 0.5, KEEP_LAST_LOGIT)

@@ -16,6 +16,12 @@ KEYS = ("f1", "iou", "prec", "rec", "acc", "ap", "growth_f1", "growth_prec", "gr
         "ece", "samples")
 
 
+def leading(keys: tuple[str, ...], first: str) -> tuple[str, ...]:
+    """``keys`` with ``first`` (the data's headline metric, e.g. WildfireSpreadTS's ``ap``) moved
+    to the front; the others keep their order. Unchanged when ``first`` is already first or absent."""
+    return (first, *(k for k in keys if k != first)) if first in keys else keys
+
+
 class Scores:
     """Model and (``copy_last``) copy-last accumulators over one group of samples; ``calibration``
     adds the expected calibration error; ``loss`` the mean loss (summed by :meth:`add_loss`)."""

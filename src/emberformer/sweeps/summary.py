@@ -7,6 +7,11 @@ study's storage is the authority on each trial's state (complete / pruned / fail
 folder also gets ``summary.md`` and Optuna's plots (``emberformer.sweeps.insight``, imported only
 then: Hydra loads this callback at every start, and Optuna takes seconds to import).
 
+Every multirun whose jobs reached a test pass also ends with the test scores of each job beside
+copy-last's on the same samples and pixels, and their mean +- std over the jobs (the form the
+WildfireSpreadTS benchmark reports its 12 folds in), the monitored metric first; the same table
+goes to ``test_scores.csv``.
+
 Grid multiruns: a failed job does not end the sweep in a traceback. Its failure is one line
 (``Error: job N (overrides): message``), every other job still runs, the summary lists it with its
 reason, and the multirun exits with status 1. An Optuna sweep goes on past failed trials too; one
@@ -105,9 +110,23 @@ def _epochs_run(run_dir: Path) -> int | None:
     return last
 
 
+TEST_METRICS = ("ap", "f1", "iou", "prec", "rec")
+
+
+def test_scores(summary: dict[str, Any]) -> dict[str, dict[str, float]] | None:
+    """A run summary's test scores of best.pt and of copy-last (None without a test pass)."""
+    if "test/f1" not in summary:
+        return None
+    return {"model": {k: float(summary[f"test/{k}"]) for k in TEST_METRICS},
+            "copy_last": {k: float(summary[f"copy_last/test_{k}"]) for k in TEST_METRICS
+                          if f"copy_last/test_{k}" in summary}}
+
+
 def write_result(run_dir: Path, status: str, objective: float | None = None,
-                 best_epoch: int | None = None, reason: str = "") -> None:
-    """Called by train at the end of every job: ok, pruned, failed or stopped."""
+                 best_epoch: int | None = None, reason: str = "",
+                 test: dict[str, dict[str, float]] | None = None) -> None:
+    """Called by train at the end of every job: ok, pruned, failed or stopped; ``test``: the
+    test scores (:func:`test_scores`) when the run had a test pass."""
     try:
         hc = HydraConfig.get()
         overrides = " ".join(o for o in hc.overrides.task if not o.startswith("hydra"))
@@ -117,6 +136,8 @@ def write_result(run_dir: Path, status: str, objective: float | None = None,
     rec = {"status": status, "objective": objective, "best_epoch": best_epoch,
            "epochs": _epochs_run(run_dir), "overrides": overrides, "run_dir": str(run_dir), "reason": reason,
            "trial": int(trial) if trial not in (None, "") else None}
+    if test is not None:
+        rec["test"] = test
     (Path(run_dir) / "result.json").write_text(json.dumps(rec, indent=1))
 
 
@@ -152,6 +173,68 @@ def write_summary(sweep_dir: Path, mode: str = "max", metric: str = "objective")
         lines.append(f"{r['rank']:>3}  {r['status']:<7} {obj:>10} {ep:>5}  {r['overrides']}")
         if r["status"] != "ok" and r.get("reason"):
             lines.append(f"{'':>5}reason: {r['reason'][:160]}")
+    return "\n".join(lines)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; NaN for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else math.nan
+    return mean, math.sqrt(var)
+
+
+def run_labels(rows: list[dict[str, Any]]) -> list[str]:
+    """What tells the jobs apart: the overrides not shared by all of them (``data.fold=3``)."""
+    tokens = [str(r.get("overrides") or "").split() for r in rows]
+    common = set.intersection(*(set(t) for t in tokens)) if tokens else set()
+    return [" ".join(t for t in ts if t not in common) or Path(str(r.get("run_dir", "?"))).name
+            for ts, r in zip(tokens, rows)]
+
+
+def write_test_table(sweep_dir: Path, metric: str = "objective") -> str | None:
+    """The jobs' test scores beside copy-last's, then their mean +- std; the monitored metric's
+    column first. Written to test_scores.csv; None when no job reached a test pass."""
+    rows = [r for r in read_results(sweep_dir) if r.get("status") == "ok" and isinstance(r.get("test"), dict)]
+    if not rows:
+        return None
+    def job_order(r: dict[str, Any]) -> tuple[float, str]:  # job 2 before job 10
+        name = Path(str(r.get("run_dir", ""))).name
+        return (int(name) if name.isdigit() else math.inf, str(r.get("run_dir", "")))
+
+    rows.sort(key=job_order)
+    keys = list(TEST_METRICS)
+    name = metric.partition("/")[2]
+    if name in keys:
+        keys = [name, *(k for k in keys if k != name)]
+    cols = [(who, k) for k in keys for who in ("model", "copy_last")]
+    head = [("test " if who == "model" else "copy-last ") + k for who, k in cols]
+    labels = run_labels(rows)
+    width = max(12, *(len(x) for x in labels))
+    values = [[r["test"].get(who, {}).get(k) for who, k in cols] for r in rows]
+
+    def cell(v: Any) -> str:
+        return f"{v:.4f}" if isinstance(v, (int, float)) else "-"
+
+    lines = [f"Test scores of {len(rows)} job(s) (best.pt; copy-last = persistence on the same samples and "
+             f"pixels), mean +- std (n - 1) over the jobs -> {Path(sweep_dir) / 'test_scores.csv'}",
+             f"  {'job':<{width}} " + " ".join(f"{h:>17}" for h in head)]
+    for label, vals in zip(labels, values):
+        lines.append(f"  {label:<{width}} " + " ".join(f"{cell(v):>17}" for v in vals))
+    stats = []
+    for j in range(len(cols)):
+        col = [v[j] for v in values if isinstance(v[j], (int, float))]
+        stats.append(mean_std(col) if col else None)
+    spread = ["-" if not st else f"{st[0]:.4f}" if math.isnan(st[1]) else f"{st[0]:.4f} +- {st[1]:.4f}"
+              for st in stats]
+    lines.append(f"  {'mean +- std':<{width}} " + " ".join(f"{v:>17}" for v in spread))
+    with open(Path(sweep_dir) / "test_scores.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["job", *[h.replace(" ", "_").replace("-", "_") for h in head], "run_dir"])
+        for label, vals, r in zip(labels, values, rows):
+            w.writerow([label, *vals, r.get("run_dir")])
+        w.writerow(["mean", *[st[0] if st else "" for st in stats], ""])
+        w.writerow(["std", *[st[1] if st else "" for st in stats], ""])
     return "\n".join(lines)
 
 
@@ -205,6 +288,9 @@ class SweepSummary(Callback):
         mode, metric = config.early_stopping.mode, config.early_stopping.monitor  # what train returns
         text = write_optuna_summary(config, sweep_dir, metric) if is_optuna(config) else None
         print(text or write_summary(sweep_dir, mode, metric), flush=True)
+        tests = write_test_table(sweep_dir, metric)
+        if tests:
+            print(tests, flush=True)
         report = sweep_dir / ("summary.md" if text else "summary.csv")
         if is_grid(config):
             results = read_results(sweep_dir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from emberformer.scoring.scores import leading
+
 RULE = "=" * 60
 RESULT_ROWS = (("val (best epoch)", "best/val/"), ("copy-last val", "copy_last/val_"),
                ("test (best.pt)", "test/"), ("copy-last test", "copy_last/test_"),
@@ -19,16 +21,19 @@ def training_banner(*, epochs: int, model_name: str, n_params: int, device: str,
                     loss: str, early_stopping: str, logger_lines: list[str], run_dir: Any,
                     resumed_at: tuple[int, int] | None, started_from: str | None = None) -> str:
     """The banner printed before the first epoch."""
+    unit = "sequences" if "data/train_sequences" in data else "fires"  # WildfireSpreadTS counts fires
     lines = [
         f"Model: {model_name}",
         f"Parameters used: {n_params:,}",
         f"Device: {device}",
         f"Train samples: {data['data/train_samples']}",
         f"Val samples: {data['data/val_samples']}",
-        f"Sequences: train {data['data/train_sequences']}, val {data['data/val_sequences']}, "
-        f"test {data['data/test_sequences']} (test samples: {data['data/test_samples']})",
+        f"{unit.capitalize()}: train {data[f'data/train_{unit}']}, val {data[f'data/val_{unit}']}, "
+        f"test {data[f'data/test_{unit}']} (test samples: {data['data/test_samples']})",
         f"Batch size: {batch_size}",
     ]
+    if "data/fold" in data:  # WildfireSpreadTS: which of the 12 year splits
+        lines.insert(3, f"Fold: {data['data/fold']}")
     if lrs:
         lines.append(f"LR temporal: {lrs.get('temporal', 0):.2e}, LR spatial: {lrs.get('spatial', 0):.2e}")
     lines += [f"Loss: {loss}", f"Early stopping: {early_stopping}", *logger_lines, f"Run dir: {run_dir}"]
@@ -57,15 +62,15 @@ def early_stop_block(reason: str, monitor: str, best: float, best_epoch: int, co
             f"   No improvement for {counter} epochs\n")
 
 
-def results(summary: Mapping[str, Any], monitor: str, best: float, best_epoch: int) -> str:
-    """The closing block: best epoch, then each split beside copy-last, then the wall time."""
+def results(summary: Mapping[str, Any], monitor: str, best: float, best_epoch: int, first: str = "f1") -> str:
+    """The closing block: best epoch, then each split beside copy-last (``first``, the data's
+    headline metric, leading each row), then the wall time."""
     out = [f"\nBest {monitor}: {best:.4f} at epoch {best_epoch}"]
+    keys = leading(("f1", "iou", "prec", "rec", "growth_f1", "ap"), first)
     for label, prefix in RESULT_ROWS:
         if f"{prefix}f1" not in summary:
             continue
-        s = {k: summary[prefix + k] for k in ("f1", "iou", "prec", "rec", "growth_f1", "ap")}
-        out.append(f"  {label:<17} f1={s['f1']:.4f} iou={s['iou']:.4f} prec={s['prec']:.4f} "
-                   f"rec={s['rec']:.4f} growth_f1={s['growth_f1']:.4f} ap={s['ap']:.4f}")
+        out.append(f"  {label:<17} " + " ".join(f"{k}={summary[prefix + k]:.4f}" for k in keys))
     if "gap_closed/test_f1" in summary:
         line = f"  gap closed: {100 * summary['gap_closed/test_f1']:.1f}% of copy-last -> ceiling test F1"
         if "ceiling_share/test_growth_f1" in summary:

@@ -66,9 +66,11 @@ def finish(run: RunSetup, state: RunState, copy_last_val: dict[str, float] | Non
         if run.main and s.ceiling_samples:
             summary.update(ceiling_summary(run, summary))
     summary["wall_time_s"] = round(time.time() - started, 1)
+    run.summary = summary
     if run.main:
         run.logger.summary(summary)
-        print(console.results(summary, early.monitor, early.best_value, early.best_epoch))
+        print(console.results(summary, early.monitor, early.best_value, early.best_epoch,
+                              getattr(run.data, "primary_metric", "f1")))
         print(console.complete(), flush=True)
     best = early.best_value
     if not math.isfinite(best):

@@ -8,7 +8,7 @@ bench only read what these built.
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -117,6 +117,7 @@ class RunSetup:
     steps_per_epoch: int
     checkpoints: Checkpointer
     signals: SignalGuard
+    summary: dict[str, Any] = field(default_factory=dict)  # the run's closing summary, once finished
 
     @property
     def epochs(self) -> int:

@@ -55,8 +55,11 @@ class Prediction:
 def model_step(model: nn.Module, batch: dict[str, Any], autocast: Autocast = contextlib.nullcontext) -> Prediction:
     """Run ``model`` on a batch from ``to_device`` (under ``autocast``); logits come back float32."""
     with autocast():
+        # per-step spatial inputs (WildfireSpreadTS) only where the data has them: a model written
+        # for the built-in data's four inputs keeps working there
+        extra = {} if batch.get("dynamic") is None else {"dynamic": batch["dynamic"]}
         logits = model(fire=batch["fire"], valid_t=batch["valid_t"], wind=batch["wind"],
-                       static=batch["static"])
+                       static=batch["static"], **extra)
     return Prediction(logits.float(), last_frame(batch["fire"]), batch["target"], batch["mask"])
 
 

@@ -38,6 +38,7 @@ class Trainer:
         self.settings = LoopSettings(epochs=epochs, log_every=log_metrics_every, seed=seed, thresh=pred_thresh,
                                      limit_batches=limit_batches, progress=progress, evaluate_test=evaluate_test,
                                      ceiling_samples=ceiling_samples, preview_samples=preview_samples)
+        self.summary: dict[str, Any] = {}  # the last fit's closing summary (test/*, copy_last/test_*, ...)
 
     @property
     def epochs(self) -> int:
@@ -95,6 +96,7 @@ class Trainer:
         try:
             return finish(run, state, copy_last_val, started)
         finally:
+            self.summary = run.summary
             run.logger.finish(exit_code=0)
             run.release()
 

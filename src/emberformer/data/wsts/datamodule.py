@@ -1,13 +1,18 @@
 """``data=wsts``: WildfireSpreadTS split by the fold's years -> train/val/test loaders.
 
 The same interface as :class:`emberformer.data.datamodule.FireDataModule` (``setup``, ``loader``,
-``describe``), plus what a model needs to know of a sample: ``n_leading_observations`` days of
-``channels`` features each, of which ``static_positions`` do not change from day to day.
-Validation and test loaders use batch size 1 (whole centre-cropped images of different sizes), as
-the benchmark does.
+``describe``, ``static_channels``, ``day_channels``), plus what a model needs to know of a sample:
+``n_leading_observations`` days of ``channels`` features each, of which ``static_positions`` do
+not change from day to day (``inputs.py`` says which channel is the model's fire, static and
+per-day input). Validation and test loaders use batch size 1 (whole centre-cropped images of
+different sizes), as the benchmark does.
+
+The target is tomorrow's active fire, not a cumulative burned area (``cumulative_target`` is
+False): fire can go out, so nothing may assume that today's fire stays (``model.keep_last``).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,7 +24,8 @@ from emberformer.data.reader import DataError, DataInterrupted
 from emberformer.data.wsts import layout
 from emberformer.data.wsts.cache import build_cache, fold_standardisation, read_index
 from emberformer.data.wsts.folds import fold as get_fold
-from emberformer.data.wsts.preprocess import STATIC_CHANNELS, feature_ids
+from emberformer.data.wsts.inputs import ChannelRoles
+from emberformer.data.wsts.preprocess import feature_ids
 from emberformer.data.wsts.samples import EpochKeyedSampler, WSTSSamples, collate
 from emberformer.data.wsts.simulated import SimulatedSettings, ensure_simulated
 from emberformer.data.wsts.simulated import describe as describe_simulated
@@ -36,6 +42,11 @@ def _int_in(key: str, value: object, lo: int, hi: int) -> int:
 class WSTSDataModule:
     """WildfireSpreadTS at ``root`` (TIF or HDF5 layout), fold ``fold`` -> loaders; with ``root``
     None, the built-in simulated set of settings ``simulated`` (written once into ``cache_dir``)."""
+
+    #: the target is next-day active fire, which can go out (FireDataModule's masks never shrink)
+    cumulative_target = False
+    #: the metric the field reports first (the run's closing block and the sweep table lead with it)
+    primary_metric = "ap"
 
     def __init__(self, root: str | None = None, fold: int = 0, n_leading_observations: int = 1,
                  features: str = "all", format: str = "auto", crop_size: int = 128,
@@ -63,8 +74,10 @@ class WSTSDataModule:
         self.cache_dir, self.on_bad_sequence, self.progress = cache_dir, on_bad_sequence, progress
         self.batch_size, self.num_workers, self.pin_memory = int(batch_size), int(num_workers), pin_memory
         self.channels = len(self.feature_ids)
+        # what each selected channel is to a model: the fire, static, or per-day (inputs.py)
+        self.roles = ChannelRoles.of(self.feature_ids)
         # positions (within the selected features) of the channels that are the same every day
-        self.static_positions = tuple(i for i, c in enumerate(self.feature_ids) if c in STATIC_CHANNELS)
+        self.static_positions = self.roles.static
         self.datasets: dict[str, WSTSSamples] = {}
         self.mean = self.std = np.zeros(0, np.float32)
 
@@ -108,16 +121,30 @@ class WSTSDataModule:
         return DataLoader(
             ds, batch_size=self.batch_size if split == "train" else 1, sampler=sampler,
             num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
-            collate_fn=collate, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+            collate_fn=functools.partial(collate, roles=self.roles), pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
             prefetch_factor=4 if self.num_workers > 0 else None)
 
     @property
     def static_channels(self) -> int:
-        """What ``emberformer.train`` asks a data module for to build a model. No model takes the
-        WSTS batch yet (its wiring is the open half of issue 19): one line instead of a traceback."""
-        raise DataError("data=wsts is read (python: WSTSDataModule(...).setup(), .loader(split, seed)) but no "
-                        "model trains on it yet: the models take the per-day channels of the built-in and "
-                        "real-layout data only (see docs/wsts.md)")
+        """Static channels a model gets (``static``): those of ``data.features`` that do not change."""
+        return len(self.roles.static)
+
+    @property
+    def day_channels(self) -> int:
+        """Per-day channels a model gets beside the fire (``dynamic``): the other features."""
+        return len(self.roles.dynamic)
+
+    @property
+    def split(self) -> dict[str, dict[str, list]]:
+        """What split.json records: each split's years and fires (``year/name``)."""
+        return {s: {"years": list(self.fold.years(s)),
+                    "fires": [f.label for f in self.datasets[s].fires] if s in self.datasets else []}
+                for s in SPLITS}
+
+    def static_raster(self) -> torch.Tensor:
+        """Nothing to keep on the device: a WSTS batch carries its static bands (``inputs.py``)."""
+        return torch.zeros(0)
 
     def describe(self) -> dict[str, int]:
         out: dict[str, int] = {"data/fold": self.fold.index}

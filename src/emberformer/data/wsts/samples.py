@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from emberformer.data.sampler import EpochSampler
 from emberformer.data.wsts.cache import CachedFire, read_index
+from emberformer.data.wsts.inputs import ChannelRoles
 from emberformer.data.wsts.layout import AF_BAND, DEGREE_BANDS
 from emberformer.data.wsts.preprocess import AF_BINARY_CHANNEL, CHANNELS, preprocess
 
@@ -172,8 +173,10 @@ class WSTSSamples(Dataset):
         }
 
 
-def collate(items: list[dict]) -> dict:
-    """Stack samples, padding space (bottom, right) to the largest in the batch; valid=False there."""
+def collate(items: list[dict], roles: ChannelRoles | None = None) -> dict:
+    """Stack samples, padding space (bottom, right) to the largest in the batch; valid=False there.
+    ``valid_t`` (all True: every sample has n real days) and ``roles`` (what each channel is,
+    when given) let ``inputs.to_device`` make the model's inputs from it."""
     B = len(items)
     n, C = items[0]["x"].shape[:2]
     H = max(it["x"].shape[-2] for it in items)
@@ -186,6 +189,9 @@ def collate(items: list[dict]) -> dict:
             out[key][b, ..., :h, :w] = it[key]
     for key in ("fire_id", "year", "t"):
         out[key] = torch.tensor([it[key] for it in items])
+    out["valid_t"] = torch.ones(B, n, dtype=torch.bool)
+    if roles is not None:
+        out["roles"] = roles
     return out
 
 
