@@ -129,3 +129,28 @@ def test_pr_curve_draws_a_binary_predictor_as_one_point(binary, tmp_path):
     assert len(curves) == (0 if binary else 1)  # was a step curve at precision P out to recall 1
     labels = [ln.get_label() for ln in lines]
     assert any("0/1 predictions: one point" in label for label in labels) is binary
+
+
+# ------------------------------------------------------------------ item 15: limit_batches and the ceiling
+def summary_of(run: Path) -> dict:
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return next(r["summary"] for r in records if "summary" in r)
+
+
+def test_a_test_pass_cut_short_gets_no_ceiling_or_gap_closed(trained, env, tmp_path):
+    proc = run_module("train", ["debug=fast", "logger=none", "trainer.progress=false", "data.progress=false",
+                                "trainer.limit_batches=1", "hardware.batch_size=2",
+                                f"hydra.run.dir={tmp_path / 'run'}"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    said = [ln for ln in lines if ln.startswith("Simulator ceiling: left out")]
+    assert said == ["Simulator ceiling: left out (no ceiling test line, no gap closed): trainer.limit_batches=1 "
+                    "scored only 1 of the test split's 2 batches, and the ceiling scores the whole split; "
+                    "leave trainer.limit_batches out to compare them"]
+    assert not [ln for ln in lines if ln not in said and ("ceiling test" in ln or "gap closed" in ln)]
+    assert any(ln.strip().startswith("test (best.pt)") for ln in lines)
+    summary = summary_of(tmp_path / "run")
+    assert "test/f1" in summary and not [k for k in summary if k.startswith(("ceiling/", "gap_closed/"))]
+    # a test pass that saw the whole split (debug=fast: 1 batch, limit 3) keeps both
+    full = summary_of(trained)
+    assert "ceiling/test_f1" in full and "gap_closed/test_f1" in full
