@@ -154,3 +154,43 @@ def test_a_test_pass_cut_short_gets_no_ceiling_or_gap_closed(trained, env, tmp_p
     # a test pass that saw the whole split (debug=fast: 1 batch, limit 3) keeps both
     full = summary_of(trained)
     assert "ceiling/test_f1" in full and "gap_closed/test_f1" in full
+
+
+# ------------------------------------------------------------------ item 18c: resuming a finished run
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def wandb_runs(*folders: Path) -> list[str]:
+    """The offline W&B runs under these folders (the logger writes into the run folder)."""
+    return sorted(str(p) for f in folders for p in f.rglob("offline-run-*") if p.is_dir())
+
+
+@pytest.mark.parametrize("how", ["all epochs", "early stop"])
+def test_resuming_a_finished_run_says_it_is_complete_and_writes_nothing(how, env, tmp_path):
+    run = tmp_path / "run"
+    extra = ["trainer.epochs=4", "early_stopping.targets={val/loss:100}"] if how == "early stop" else []
+    proc = run_module("train", ["debug=fast", "logger=wandb", "trainer.progress=false", "data.progress=false",
+                                *extra, f"hydra.run.dir={run}"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "result.json").read_text())["status"] == "ok"
+    before, runs = snapshot(run), wandb_runs(run)
+    assert runs  # the run itself opened one (offline)
+    last = run / "checkpoints" / "last.pt"
+    proc = run_module("train", [f"ckpt_path={last}", "trainer.progress=false", "data.progress=false",
+                                f"hydra.run.dir={tmp_path / 'again'}"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stdout
+    done = "all 2 epochs done" if how == "all epochs" else "stopped early at epoch 1 of 4 (its targets were reached)"
+    assert lines[0].startswith(f"Run complete: {done}; best val/f1 ") and "nothing to resume" in lines[0]
+    assert f"Its result: {run / 'result.json'}" in lines[0]
+    assert "Resumed at" not in proc.stdout and "wall time" not in proc.stdout
+    assert snapshot(run) == before          # not a byte, not a timestamp
+    assert wandb_runs(run, tmp_path / 'again') == runs  # no second W&B run
+    # more epochs reopen it: the resume trains on (as before)
+    proc = run_module("train", [f"ckpt_path={last}", "trainer.epochs=5", "trainer.progress=false",
+                                "data.progress=false", f"hydra.run.dir={tmp_path / 'more'}"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Run complete" not in proc.stdout and "Resumed at epoch" in proc.stdout
