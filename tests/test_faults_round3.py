@@ -194,3 +194,27 @@ def test_resuming_a_finished_run_says_it_is_complete_and_writes_nothing(how, env
                                 "data.progress=false", f"hydra.run.dir={tmp_path / 'more'}"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Run complete" not in proc.stdout and "Resumed at epoch" in proc.stdout
+
+
+# ------------------------------------------------------------------ item 18d: the printed sweep table
+def test_printed_sweep_table_has_the_columns_readme_lists(tmp_path):
+    from emberformer.sweeps.summary import write_result, write_summary
+
+    for job, status, objective, best, epochs in (("0", "ok", 0.61, 2, 3), ("1", "ok", 0.72, 4, 5),
+                                                  ("2", "failed", None, None, None)):
+        run = tmp_path / job
+        run.mkdir()
+        if epochs:
+            (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "val/f1": 0.5}) + "\n"
+                                                       for e in range(1, epochs + 1)))
+        write_result(run, status, objective, best, reason="ValueError: bad" if status == "failed" else "")
+    lines = write_summary(tmp_path, "max", "val/f1").splitlines()
+    header = lines[1].split()
+    assert header == ["#", "state", "val/f1", "best", "epoch", "epochs", "run", "folder", "overrides"]
+    rows = [ln.split() for ln in lines[2:] if not ln.strip().startswith("reason:")]
+    assert rows[0][:6] == ["1", "complete", "0.7200", "4", "5", "1"]
+    assert rows[1][:6] == ["2", "complete", "0.6100", "2", "3", "0"]
+    assert rows[2][:6] == ["3", "failed", "-", "-", "-", "2"]
+    assert "reason: ValueError: bad" in lines[-1]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "best epoch, state, the epochs it ran and\n  its run folder" in readme
