@@ -15,7 +15,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -31,7 +31,6 @@ from emberformer.scoring.scores import KEYS, Scores
 from emberformer.training.step import Prediction, evaluate as evaluate_pass
 from emberformer.training.previews import sample_panel
 from emberformer.cli.run_config import CONF, build_model, scoring_config, upgrade_targets
-from omegaconf import OmegaConf
 
 # ---------------------------------------------------------------------------------------- metrics
 Example = tuple[dict, np.ndarray]
