@@ -15,12 +15,13 @@ import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
 from emberformer.scoring import ceiling
 from emberformer.scoring import rollout
+from emberformer.scoring import split_overlap
 from emberformer.cli.errors import hydra_errors, user_errors
 from emberformer.cli.run_folder import run_folder
 from emberformer.cli.checks import check_model_fits_data
@@ -30,7 +31,7 @@ from emberformer.scoring.metrics import PixelMetrics, check_threshold
 from emberformer.scoring.scores import KEYS, Scores, leading
 from emberformer.training.step import Prediction, evaluate as evaluate_pass
 from emberformer.training.previews import sample_panel
-from emberformer.cli.run_config import CONF, build_model, scoring_config
+from emberformer.cli.run_config import CONF, build_model, scoring_config, upgrade_targets
 
 # ---------------------------------------------------------------------------------------- metrics
 Example = tuple[dict, np.ndarray]
@@ -67,16 +68,30 @@ def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torc
     return total, dict(sorted(by_len.items())), examples
 
 
+def checkpoint_entry(cfg: DictConfig, ckpt: dict | None) -> dict | None:
+    """metrics.json's ``checkpoint``: which file was scored and the epoch its weights are from
+    (None for model=copy_last without one)."""
+    if ckpt is None:
+        return None
+    return {"path": str(Path(str(cfg.ckpt_path)).expanduser().resolve()), "epoch": int(ckpt["epoch"]),
+            "epoch_complete": bool(ckpt.get("epoch_complete", True))}
+
+
 def ceiling_entry(scores: dict[str, float]) -> dict[str, float]:
     """The simulator ceiling's scores as a metrics.json block (KEYS)."""
     return {k: scores[k] for k in KEYS}
 
 
 # ---------------------------------------------------------------------------------------- outputs
+NO_GAP = "-"  # the gap-closed cell of a metric on which the ceiling is not ahead of copy-last
+GAP_NOTE = (f"gap closed: the share of the copy-last -> ceiling distance the model covers, shown only where "
+            f"the ceiling beats copy-last by more than {ceiling.GAP_MARGIN} ({NO_GAP} elsewhere: no gap to close)")
+
+
 def side_by_side(result: dict[str, dict[str, float]], first: str = "f1") -> list[tuple[str, ...]]:
     """(metric, model, copy-last) rows, ``first`` (the data's headline metric) on top; with a
     ceiling entry also (ceiling, gap closed): the share of the copy-last -> ceiling distance the
-    model covers on that metric."""
+    model covers on that metric, where there is one."""
     def fmt(key: str, value: float) -> str:
         return str(int(value)) if key == "samples" else f"{value:.4f}"
 
@@ -85,8 +100,8 @@ def side_by_side(result: dict[str, dict[str, float]], first: str = "f1") -> list
         row = (k, fmt(k, result["model"][k]), fmt(k, result["copy_last"][k]))
         if "ceiling" in result:
             m, c, top = result["model"][k], result["copy_last"][k], result["ceiling"][k]
-            gap = "" if k == "samples" or abs(top - c) < 1e-9 else f"{100 * (m - c) / (top - c):.1f}%"
-            row += (fmt(k, top), gap)
+            gap = None if k == "samples" else ceiling.gap_closed(m, c, top, lower_is_better=k == "ece")
+            row += (fmt(k, top), "" if k == "samples" else NO_GAP if gap is None else f"{100 * gap:.1f}%")
         rows.append(row)
     return rows
 
@@ -107,26 +122,37 @@ def history_rows(by_len: dict[int, Scores]) -> list[tuple]:
     return rows
 
 
-def pr_curve(path: Path, metrics: PixelMetrics, result: dict[str, dict[str, float]]) -> None:
-    """Precision-recall curve of the model from its histograms, copy-last as a point."""
+def binary(metrics: PixelMetrics) -> bool:
+    """Whether every probability scored fell in the lowest or the highest bin: a 0/1 predictor
+    (copy-last) has one operating point, not a curve."""
+    counts = (metrics.pos_hist + metrics.neg_hist).cpu()
+    return bool(counts[1:-1].sum() == 0)
+
+
+def pr_curve(path: Path, metrics: PixelMetrics, result: dict[str, dict[str, float]]):
+    """Precision-recall curve of the model from its histograms (a 0/1 model: its one point),
+    copy-last as a point; returns the figure."""
     from matplotlib.figure import Figure
 
-    tp = metrics.pos_hist.flip(0).cumsum(0).cpu().double()
-    fp = metrics.neg_hist.flip(0).cumsum(0).cpu().double()
-    keep = (tp + fp) > 0
-    recall = (tp / tp[-1].clamp(min=1))[keep].numpy()
-    precision = (tp / (tp + fp).clamp(min=1))[keep].numpy()
     fig = Figure(figsize=(5, 4.5))
     ax = fig.subplots()
-    ax.plot(recall, precision, drawstyle="steps-post", label=f"model (AP {result['model']['ap']:.3f})")
+    if not binary(metrics):  # a step curve through a 0/1 predictor's two bins would draw its
+        tp = metrics.pos_hist.flip(0).cumsum(0).cpu().double()  # precision out to recall 1
+        fp = metrics.neg_hist.flip(0).cumsum(0).cpu().double()
+        keep = (tp + fp) > 0
+        recall = (tp / tp[-1].clamp(min=1))[keep].numpy()
+        precision = (tp / (tp + fp).clamp(min=1))[keep].numpy()
+        ax.plot(recall, precision, drawstyle="steps-post", label=f"model (AP {result['model']['ap']:.3f})")
     m, c = result["model"], result["copy_last"]
-    ax.plot([m["rec"]], [m["prec"]], "o", label=f"model at threshold (F1 {m['f1']:.3f})")
+    ax.plot([m["rec"]], [m["prec"]], "o", label=f"model at threshold (F1 {m['f1']:.3f})"
+            + ("; 0/1 predictions: one point" if binary(metrics) else ""))
     ax.plot([c["rec"]], [c["prec"]], "s", color="red", label=f"copy-last (F1 {c['f1']:.3f})")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title="Precision-recall")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    return fig
 
 
 def write_examples(out: Path, examples: list[tuple[dict, np.ndarray]], threshold: float) -> list[Path]:
@@ -141,13 +167,16 @@ def write_examples(out: Path, examples: list[tuple[dict, np.ndarray]], threshold
 
 
 def write_report(path: Path, title: str, table: list[tuple], hist: list[tuple],
-                 figures: list[Path], extra: list[str] = ()) -> None:
-    """report.md: both tables, ``extra`` lines (the by-lead section) and links to the figures."""
+                 figures: list[Path], extra: list[str] = (), notes: list[str] = ()) -> None:
+    """report.md: ``notes`` (warnings) first, both tables, ``extra`` lines (the by-lead section)
+    and links to the figures."""
     header = ["metric", "model", "copy-last"]
-    if table and len(table[0]) == 5:
+    wide = bool(table) and len(table[0]) == 5
+    if wide:
         header += ["ceiling", "gap closed"]
-    md = [f"# {title}", "", "## Model vs copy-last" + (" and the simulator ceiling" if len(header) == 5 else ""), "",
-          markdown(header, table), "",
+    md = [f"# {title}", "", *[f"**{n}**\n" for n in notes],
+          "## Model vs copy-last" + (" and the simulator ceiling" if wide else ""), "",
+          markdown(header, table), "", *([GAP_NOTE, ""] if wide else []),
           "## By history length (real input steps)", "",
           markdown(["history", "samples", "model F1", "copy-last F1", "model growth F1",
                     "copy-last growth F1"], hist), "", *extra,
@@ -187,6 +216,17 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             result["ceiling"] = ceiling_entry(ceil)
     if horizon > 1:
         result["by_lead"] = by_lead(model, data, cfg.split, horizon, hardware, device, thresh, samples)
+    result["checkpoint"] = checkpoint_entry(cfg, ckpt)
+    warning = None
+    if ckpt is not None:
+        saved_data = upgrade_targets(ckpt["config"]).get("data") or {}
+        current = OmegaConf.to_container(cfg.data, resolve=True)
+        result["split_overlap"] = split_overlap.overlap(saved_data, current, cfg.split, data.split)
+        warning = split_overlap.warning(result["split_overlap"], cfg.split,
+                                        split_overlap.reshuffled(saved_data, current))
+        if warning:
+            result["split_overlap"]["warning"] = warning
+            print(warning, flush=True)
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     figures = [run_dir / "pr_curve.png"]
     pr_curve(figures[0], total.pixels["model"], result)
@@ -201,12 +241,14 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     table, hist = side_by_side(result, getattr(data, "primary_metric", "f1")), history_rows(by_len)
     name = getattr(model, "name", type(model).__name__)
     title = f"{name} on the {cfg.split} split ({result['model']['samples']} samples)"
-    write_report(run_dir / "report.md", title, table, hist, figures, lead_md)
+    write_report(run_dir / "report.md", title, table, hist, figures, lead_md, [warning] if warning else [])
     print(f"{title}, checkpoint: {cfg.ckpt_path or 'none'}")
     wide = "ceiling" in result
     print(f"  {'metric':<17}{'model':>10}{'copy-last':>11}" + (f"{'ceiling':>10}{'gap closed':>12}" if wide else ""))
     for key, a, b, *rest in table:
         print(f"  {key:<17}{a:>10}{b:>11}" + (f"{rest[0]:>10}{rest[1]:>12}" if rest else ""))
+    if wide:
+        print(f"  {GAP_NOTE}")
     print(f"  {'history':>7}{'samples':>9}{'F1':>9}{'copy F1':>9}{'growth F1':>11}{'copy gF1':>10}")
     for row in hist:
         print(f"  {row[0]:>7}{row[1]:>9}" + "".join(f"{v:>{w}}" for v, w in zip(row[2:], (9, 9, 11, 10))))
@@ -214,6 +256,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         print(f"  by lead ({lead_table[0][1]} samples with {horizon} frames ahead):")
         for row in [header, *lead_table]:
             print("  " + "".join(f"{str(c):>{max(6, len(h) + 1)}}" for c, h in zip(row, header)))
+    if warning:  # again at the end, beside the numbers it is about
+        print(warning)
     print(f"Report: {run_dir / 'report.md'}", flush=True)
     return result
 

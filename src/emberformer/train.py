@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emberformer.cli import run_config
 from emberformer.cli.checks import check_config_keys, check_model_config, check_model_fits_data, checked_optimizer
+from emberformer.cli.finished_run import complete_message
 from emberformer.cli.errors import hydra_errors, is_multirun, user_errors
 from emberformer.cli.run_config import CONF
 from emberformer.cli.run_folder import claim, owns, release_claims, run_folder, use_run_folder
@@ -32,6 +33,10 @@ def train(cfg: DictConfig) -> float:
         claim(run_folder())
     check_config_keys(cfg)
     cfg, resume, run_dir = run_config.resume(cfg)  # last.pt: its own folder; best.pt: a new run
+    done = complete_message(cfg, resume, run_dir)
+    if done is not None:  # a finished run: one line, no file, no W&B run
+        print(done, flush=True)
+        return float(resume["early_stopping"]["best_value"])
     if distributed.is_main():
         claim(run_dir)  # a resumed run's folder: refused while another process still writes it
     # every piece is built (and so checked) before any data is generated or read

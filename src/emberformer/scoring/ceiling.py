@@ -234,7 +234,14 @@ def by_lead(data: Any, split: str, samples: int, horizon: int, pairs: list[tuple
     return None if out is None else {k: r["ceiling"] for k, r in out.items()}
 
 
-def gap_closed(model_f1: float, copy_last_f1: float, ceiling_f1: float) -> float | None:
-    """Share of the copy-last -> ceiling F1 gap a model closes (None when there is no gap)."""
-    gap = ceiling_f1 - copy_last_f1
-    return None if gap <= 0 else (model_f1 - copy_last_f1) / gap
+# a share of a gap narrower than this is noise over a tiny denominator (120.0%, -0.0%), not news
+GAP_MARGIN = 0.01
+
+
+def gap_closed(model: float, copy_last: float, ceiling: float, *, lower_is_better: bool = False) -> float | None:
+    """Share of the copy-last -> ceiling gap on one metric that a model closes; None when the
+    ceiling is not ahead of copy-last by more than GAP_MARGIN (no gap worth a share)."""
+    gap = (copy_last - ceiling) if lower_is_better else (ceiling - copy_last)
+    if gap <= GAP_MARGIN:
+        return None
+    return (copy_last - model) / gap if lower_is_better else (model - copy_last) / gap

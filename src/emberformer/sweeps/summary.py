@@ -162,15 +162,18 @@ def collect(sweep_dir: Path, mode: str = "max") -> list[dict[str, Any]]:
 
 
 def write_summary(sweep_dir: Path, mode: str = "max", metric: str = "objective") -> str:
-    """Write summary.csv (grid multiruns) and return the printed table."""
+    """Write summary.csv (grid multiruns) and return the printed table: each job's state, best
+    monitored value, best epoch, the epochs it ran, its run folder and its overrides (README's list)."""
     rows = collect(sweep_dir, mode)
     write_csv(Path(sweep_dir) / "summary.csv", rows)
     lines = [f"Sweep summary ({len(rows)} jobs, best {metric} first) -> {Path(sweep_dir) / 'summary.csv'}",
-             f"{'#':>3}  {'status':<7} {metric:>10} {'epoch':>5}  overrides"]
+             f"{'#':>3}  {'state':<8} {metric:>10} {'best epoch':>10} {'epochs':>6}  {'run folder':<24} overrides"]
     for r in rows:
         obj = f"{r['objective']:.4f}" if isinstance(r.get("objective"), (int, float)) else "-"
-        ep = str(r.get("best_epoch") or "-")
-        lines.append(f"{r['rank']:>3}  {r['status']:<7} {obj:>10} {ep:>5}  {r['overrides']}")
+        ep, ran = str(r.get("best_epoch") or "-"), str(r.get("epochs") or "-")
+        folder = relative_folder(r.get("run_dir"), Path(sweep_dir))
+        lines.append(f"{r['rank']:>3}  {r['state']:<8} {obj:>10} {ep:>10} {ran:>6}  {folder:<24} "
+                     f"{r.get('overrides') or '-'}")
         if r["status"] != "ok" and r.get("reason"):
             lines.append(f"{'':>5}reason: {r['reason'][:160]}")
     return "\n".join(lines)
@@ -236,6 +239,16 @@ def write_test_table(sweep_dir: Path, metric: str = "objective") -> str | None:
         w.writerow(["mean", *[st[0] if st else "" for st in stats], ""])
         w.writerow(["std", *[st[1] if st else "" for st in stats], ""])
     return "\n".join(lines)
+
+
+def relative_folder(run_dir: Any, sweep_dir: Path) -> str:
+    """A job's run folder as the table shows it: relative to the sweep folder when inside it."""
+    if not run_dir:
+        return "-"
+    try:
+        return str(Path(run_dir).resolve().relative_to(sweep_dir.resolve()))
+    except ValueError:
+        return str(run_dir)
 
 
 def is_optuna(config: DictConfig) -> bool:

@@ -36,6 +36,19 @@ def ceiling_summary(run: RunSetup, summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def limited_test_pass(run: RunSetup) -> str | None:
+    """The line that says why the ceiling is left out when ``trainer.limit_batches`` cut the test
+    pass short (None when the test pass saw the whole split). The ceiling scores every sample of
+    the split: beside a model and copy-last scored on a part of it, its gap-closed share would
+    compare different samples."""
+    limit, batches = run.settings.limit_batches, len(run.loaders["test"])
+    if limit is None or limit >= batches:
+        return None
+    return (f"Simulator ceiling: left out (no ceiling test line, no gap closed): trainer.limit_batches={limit} "
+            f"scored only {limit} of the test split's {batches} batches, and the ceiling scores the whole split; "
+            f"leave trainer.limit_batches out to compare them")
+
+
 def finish(run: RunSetup, state: RunState, copy_last_val: dict[str, float] | None, started: float) -> float:
     """Summary of the run: best epoch, copy-last, and best.pt on the test split; returns the best
     monitored value (the sweep objective). The wall time runs from ``started`` to the end of the
@@ -64,7 +77,11 @@ def finish(run: RunSetup, state: RunState, copy_last_val: dict[str, float] | Non
         summary.update(prefixed("test/", test))
         summary.update(prefixed("copy_last/test_", copy_test or {}))
         if run.main and s.ceiling_samples:
-            summary.update(ceiling_summary(run, summary))
+            cut = limited_test_pass(run)
+            if cut:
+                print(cut, flush=True)
+            else:
+                summary.update(ceiling_summary(run, summary))
     summary["wall_time_s"] = round(time.time() - started, 1)
     run.summary = summary
     if run.main:
