@@ -197,14 +197,14 @@ def run_app(module: str, args: Sequence[str], cwd: Path, env: dict[str, str] | N
 
 
 # ------------------------------------------------------------------ an app in a real interpreter
-def run_module(module: str, args: Sequence[str], env: dict, cwd: Path, timeout: int = 400,
-               python_args: Sequence[str] = ("-m",)) -> subprocess.CompletedProcess:
-    """``python -m emberformer.<module> ARGS`` in a new interpreter in ``cwd``, output captured.
-    Only where the process is the point; otherwise ``run_app``."""
+def run_module(module: str | None, args: Sequence[str], env: dict, cwd: Path,
+               timeout: int = 400) -> subprocess.CompletedProcess:
+    """``python -m emberformer.<module> ARGS`` (``module=None``: ``python ARGS``) in a new interpreter
+    in ``cwd``, output captured. Only where the process is the point; otherwise ``run_app``."""
     cwd = Path(cwd)
     cwd.mkdir(parents=True, exist_ok=True)
-    target = [f"emberformer.{module}"] if list(python_args) == ["-m"] else []
-    return subprocess.run([sys.executable, *python_args, *target, *args], cwd=cwd, env=env,
+    target = [] if module is None else ["-m", f"emberformer.{module}"]
+    return subprocess.run([sys.executable, *target, *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
