@@ -197,15 +197,15 @@ def run_app(module: str, args: Sequence[str], cwd: Path, env: dict[str, str] | N
 
 
 # ------------------------------------------------------------------ an app in a real interpreter
-def run_module(module: str | None, args: Sequence[str], env: dict, cwd: Path,
-               timeout: int = 400) -> subprocess.CompletedProcess:
+def run_module(module: str | None, args: Sequence[str], env: dict, cwd: Path, timeout: int = 400,
+               preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
     """``python -m emberformer.<module> ARGS`` (``module=None``: ``python ARGS``) in a new interpreter
     in ``cwd``, output captured. Only where the process is the point; otherwise ``run_app``."""
     cwd = Path(cwd)
     cwd.mkdir(parents=True, exist_ok=True)
     target = [] if module is None else ["-m", f"emberformer.{module}"]
-    return subprocess.run([sys.executable, *target, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *target, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=preexec_fn)
 
 
 # ------------------------------------------------------------------ one tiny trained run
