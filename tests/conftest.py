@@ -184,13 +184,18 @@ def run_app(module: str, args: Sequence[str], cwd: Path, env: dict[str, str] | N
             warnings.simplefilter("default")  # the interpreter's own filters
             for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
                 warnings.filterwarnings("ignore", category=category)
+            name = f"emberformer.{module}"
+            imported = sys.modules.pop(name, None)  # a test imported it: run it afresh, as ``python -m`` does
             try:
-                runpy.run_module(f"emberformer.{module}", run_name="__main__", alter_sys=True)
+                runpy.run_module(name, run_name="__main__", alter_sys=True)
             except SystemExit as e:
                 code = _exit_code(e, err)
             except Exception:  # noqa: BLE001 - what an uncaught error does to the interpreter
                 traceback.print_exc(file=err)
                 code = 1
+            finally:
+                if imported is not None:
+                    sys.modules[name] = imported
             for w in caught:
                 err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
     return AppResult([module, *args], code, out.getvalue(), err.getvalue())
