@@ -185,9 +185,11 @@ def run_app(module: str, args: Sequence[str], cwd: Path, env: dict[str, str] | N
             for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
                 warnings.filterwarnings("ignore", category=category)
             name = f"emberformer.{module}"
+            if hasattr(sys.modules.get(name), "__path__"):  # a package: python -m runs its __main__
+                name += ".__main__"
             imported = sys.modules.pop(name, None)  # a test imported it: run it afresh, as ``python -m`` does
             try:
-                runpy.run_module(name, run_name="__main__", alter_sys=True)
+                runpy.run_module(name.removesuffix(".__main__"), run_name="__main__", alter_sys=True)
             except SystemExit as e:
                 code = _exit_code(e, err)
             except Exception:  # noqa: BLE001 - what an uncaught error does to the interpreter

@@ -93,6 +93,7 @@ def open_study_at(url: str, barrier, results) -> None:
         results.put(f"{type(e).__name__}: {str(e).splitlines()[0]}")
 
 
+@pytest.mark.slow
 def test_sweepers_creating_one_new_sqlite_study_at_the_same_moment_all_open_it(tmp_path):
     # without the lock Optuna's table creation races: 'table studies already exists' or
     # 'UNIQUE constraint failed: alembic_version.version_num' in all but one process

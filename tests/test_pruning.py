@@ -202,6 +202,7 @@ print(ids)
 """
 
 
+@pytest.mark.slow
 def test_hyperband_puts_a_trial_in_the_same_bracket_in_every_process(tmp_path):
     # the sweeper and each job compute a trial's bracket on their own; Python's hash() would differ
     def brackets(seed: str) -> list[int]:
