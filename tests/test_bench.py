@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,8 @@ from conftest import one_line_error, run_app, run_module
 from emberformer.bench.batch_table import MemoryMeter, format_table, largest_fitting, measure_batch_sizes
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["debug=fast", "data.progress=false"]
-TABLE = [*TINY, "bench.batch_sizes=[2,4]", "bench.steps=2", "bench.warmup=1"]
+BENCH_BASE = ["debug=fast", "data.progress=false"]
+TABLE = [*BENCH_BASE, "bench.batch_sizes=[2,4]", "bench.steps=2", "bench.warmup=1"]
 
 
 @pytest.fixture(scope="module")
@@ -138,13 +136,13 @@ def test_peak_over_max_memory_gb_does_not_fit():
 
 
 def test_bad_bench_value_is_one_line_exit_2(tmp_path):
-    proc = run_app("bench", [*TINY, "bench.steps=0"], tmp_path)
+    proc = run_app("bench", [*BENCH_BASE, "bench.steps=0"], tmp_path)
     assert one_line_error(proc) == "Error: bench.steps must be an integer >= 1, got 0"
 
 
 @pytest.mark.slow
 def test_data_loader_bench_prints_speedup_last(tmp_path, env):
-    proc = run_bench([*TINY, "bench=data_loader", "bench.batches=30", "bench.batch_size=4"], env, tmp_path)
+    proc = run_bench([*BENCH_BASE, "bench=data_loader", "bench.batches=30", "bench.batch_size=4"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.rstrip().splitlines()
     assert re.fullmatch(r"speedup: \d+\.\dx", lines[-1]), lines[-1]

@@ -16,7 +16,7 @@ from PIL import Image
 from conftest import run_app, run_module
 from emberformer.sweeps.pruning import PRUNED_ATTR, TrialPruning, build_pruner
 
-TINY = ["debug=fast", "logger=none", "trainer.progress=false"]  # data bars on: a sweep's jobs print them
+JOB = ["debug=fast", "logger=none", "trainer.progress=false"]  # data bars on: a sweep's jobs print them
 # val/f1 is 0 for every trial on debug=fast data; the loss tells the trials apart (larger weights,
 # larger loss), and a median pruner with one start-up trial and no warm-up prunes from epoch 1 on
 STUDY = ["hparams_search=loss_weights", "early_stopping.monitor=val/loss", "early_stopping.mode=min",
@@ -25,7 +25,7 @@ STUDY = ["hparams_search=loss_weights", "early_stopping.monitor=val/loss", "earl
 
 
 def sweep(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    proc = run_module("train", ["-m", *args, *TINY], env, cwd)
+    proc = run_module("train", ["-m", *args, *JOB], env, cwd)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
     return proc

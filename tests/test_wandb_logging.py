@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from conftest import run_module
 
 pytestmark = pytest.mark.slow  # every test here trains in a real process: W&B's service and threads stay there
 
-TINY = ["debug=fast", "trainer.limit_batches=null", "trainer.log_metrics_every=2"]
+WANDB_RUN = ["debug=fast", "trainer.limit_batches=null", "trainer.log_metrics_every=2"]
 
 
 def leet(path: Path, *flags: str):
@@ -32,7 +31,7 @@ def history(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def wandb_run(tmp_path_factory, run_env):
     cwd = tmp_path_factory.mktemp("wb")
-    proc = run_module("train", TINY, run_env, cwd)
+    proc = run_module("train", WANDB_RUN, run_env, cwd)
     run_dir = next((cwd / "outputs").glob("*/*"))
     return proc, run_dir
 
