@@ -133,7 +133,7 @@ def _process_state_kept():
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    threads, interop = torch.get_num_threads(), torch.get_num_interop_threads()
+    threads = torch.get_num_threads()
     flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
              torch.backends.cuda.matmul.allow_tf32, torch.are_deterministic_algorithms_enabled())
     GlobalHydra.instance().clear()
@@ -153,7 +153,6 @@ def _process_state_kept():
             signal.signal(s, h)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
-        del interop  # set once per process; nothing here changes it
         (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32,
          torch.backends.cuda.matmul.allow_tf32) = flags[:3]
         torch.use_deterministic_algorithms(flags[3])
