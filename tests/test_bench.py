@@ -2,33 +2,31 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import one_line_error, run_app, run_module
 from emberformer.bench.batch_table import MemoryMeter, format_table, largest_fitting, measure_batch_sizes
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["debug=fast", "data.progress=false"]
-TABLE = [*TINY, "bench.batch_sizes=[2,4]", "bench.steps=2", "bench.warmup=1"]
+BENCH_BASE = ["debug=fast", "data.progress=false"]
+TABLE = [*BENCH_BASE, "bench.batch_sizes=[2,4]", "bench.steps=2", "bench.warmup=1"]
 
 
 @pytest.fixture(scope="module")
-def env(cache_dir) -> dict[str, str]:
+def env(run_env) -> dict[str, str]:
     # one intra-op thread: on a small shared CPU, torch's thread pool fighting other jobs makes
     # tiny steps 10x slower; the tests check what is printed, not how fast it is
-    return dict(os.environ, EMBERFORMER_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
-                OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return dict(run_env, OMP_NUM_THREADS="1")
 
 
 def run_bench(args: list[str], env: dict, cwd: Path, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emberformer.bench", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    """The benchmark in a real process: its timings are its own (one thread, no test process around)."""
+    return run_module("bench", args, env, cwd, timeout=timeout)
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -48,6 +46,7 @@ def table_run(tmp_path_factory, env):
     return proc, dirs
 
 
+@pytest.mark.slow
 def test_table_rows_one_per_batch_size(table_run):
     proc, _ = table_run
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -69,6 +68,7 @@ def test_table_rows_one_per_batch_size(table_run):
     assert "Largest batch size that fits: 4" in out
 
 
+@pytest.mark.slow
 def test_table_written_to_the_run_folder(table_run):
     proc, dirs = table_run
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -135,14 +135,14 @@ def test_peak_over_max_memory_gb_does_not_fit():
     assert all("OOM ❌" in line for line in table[2:]) and not any("✓" in line for line in table)
 
 
-def test_bad_bench_value_is_one_line_exit_2(tmp_path, env):
-    proc = run_bench([*TINY, "bench.steps=0"], env, tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "Error: bench.steps must be an integer >= 1, got 0"
+def test_bad_bench_value_is_one_line_exit_2(tmp_path):
+    proc = run_app("bench", [*BENCH_BASE, "bench.steps=0"], tmp_path)
+    assert one_line_error(proc) == "Error: bench.steps must be an integer >= 1, got 0"
 
 
+@pytest.mark.slow
 def test_data_loader_bench_prints_speedup_last(tmp_path, env):
-    proc = run_bench([*TINY, "bench=data_loader", "bench.batches=30", "bench.batch_size=4"], env, tmp_path)
+    proc = run_bench([*BENCH_BASE, "bench=data_loader", "bench.batches=30", "bench.batch_size=4"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.rstrip().splitlines()
     assert re.fullmatch(r"speedup: \d+\.\dx", lines[-1]), lines[-1]
@@ -157,6 +157,7 @@ def test_data_loader_bench_prints_speedup_last(tmp_path, env):
     assert md.rstrip().splitlines()[-1] == lines[-1]
 
 
+@pytest.mark.slow
 def test_gpu_check_script_on_cpu(tmp_path, env):
     results = tmp_path / "results"
     proc = subprocess.run(

@@ -3,8 +3,6 @@ training, and agreement with an independent re-simulation by the stock PyTorchFi
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,8 @@ from emberformer.data.datamodule import FireDataModule, SyntheticFireDataModule
 from emberformer.data.frames import decode_mask
 from emberformer.scoring.metrics import ratios
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import run_app
+
 TINY = dict(num_sequences=8, size=40, max_frames=6, steps_per_frame=2, seed=0)
 
 
@@ -120,13 +119,13 @@ def test_independent_resimulation_agrees(data):
     assert abs(suite - independent) < 0.01, (suite, independent)
 
 
-def test_copy_last_as_in_training(data, run_env, tmp_path):
+@pytest.mark.slow
+def test_copy_last_as_in_training(data, tmp_path):
     """The ceiling's copy-last on a split is exactly the trainer's copy-last on that split."""
     run_dir = tmp_path / "run"
     args = ["model=copy_last", "logger=none", "trainer.progress=false", "data.progress=false",
             *[f"data.{k}={v}" for k, v in TINY.items()], "hardware=cpu", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run([sys.executable, "-m", "emberformer.train", *args], cwd=REPO, env=run_env,
-                          capture_output=True, text=True, timeout=240)
+    proc = run_app("train", args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = [r["summary"] for r in records if "summary" in r][-1]
@@ -151,7 +150,8 @@ def _f1_by_hand(data, split: str, samples: int, threshold: float, pairs, lead: i
     return ratios(tp, fp, fn, 0)["f1"]
 
 
-def test_pred_thresh_reaches_the_ceiling(data, run_env, tmp_path):
+@pytest.mark.slow
+def test_pred_thresh_reaches_the_ceiling(data, tmp_path):
     """metrics.pred_thresh=0.7: the trainer's ceiling/test_f1 and evaluate's ceiling and by_lead
     ceilings are scored at 0.7, as the model is (a ceiling at 0.5 made gap_closed compare two
     thresholds)."""
@@ -161,16 +161,12 @@ def test_pred_thresh_reaches_the_ceiling(data, run_env, tmp_path):
     args = ["model=copy_last", "data.progress=false", "hardware=cpu",
             *[f"data.{k}={v}" for k, v in TINY.items()], "metrics.pred_thresh=0.7", "ceiling.samples=8"]
     train_only = ["logger=none", "trainer.progress=false", "trainer.epochs=1"]  # evaluate has no logger, trainer
-    proc = subprocess.run([sys.executable, "-m", "emberformer.train", *args, *train_only,
-                           f"hydra.run.dir={tmp_path / 'train'}"], cwd=REPO, env=run_env,
-                          capture_output=True, text=True, timeout=240)
+    proc = run_app("train", [*args, *train_only, f"hydra.run.dir={tmp_path / 'train'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     records = [json.loads(x) for x in (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
     summary = [r["summary"] for r in records if "summary" in r][-1]
     assert summary["ceiling/test_f1"] == at_07
-    proc = subprocess.run([sys.executable, "-m", "emberformer.evaluate", *args, "horizon=2", "examples=0",
-                           f"hydra.run.dir={tmp_path / 'eval'}"], cwd=REPO, env=run_env,
-                          capture_output=True, text=True, timeout=240)
+    proc = run_app("evaluate", [*args, "horizon=2", "examples=0", f"hydra.run.dir={tmp_path / 'eval'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["ceiling"]["f1"] == at_07

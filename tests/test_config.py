@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from conftest import compose_config, one_line_error, run_app, run_module
 from emberformer.cli.errors import check_argv
 from emberformer.cli.moved_keys import upgrade_saved
-from emberformer.data.datamodule import FireDataModule, SyntheticFireDataModule
+from emberformer.data.datamodule import SyntheticFireDataModule
+from emberformer.data.reader import DataError
 from emberformer.training.early_stopping import EarlyStopping
 from emberformer.training.hardware import Hardware
 from emberformer.training.losses import BCEDiceLoss, BCELoss, DiceLoss, FocalTverskyLoss
@@ -118,8 +117,11 @@ def test_data_loggers_trainer_and_presets(tmp_path):
     cfg = cfg_of("data.num_sequences=7", f"data.cache_dir={tmp_path}")
     dm = instantiate(cfg.data, batch_size=4, num_workers=0, pin_memory=False)
     assert isinstance(dm, SyntheticFireDataModule) and dm.gen["num_sequences"] == 7
-    deep = cfg_of("data=deep_crown", f"data.root={tmp_path}")
-    assert deep.data._target_.endswith("FireDataModule") and issubclass(SyntheticFireDataModule, FireDataModule)
+    # data=deep_crown reads a real folder (nothing is generated): an empty one is refused, naming the layout
+    with pytest.raises(InstantiationException) as e:
+        instantiate(cfg_of("data=deep_crown", f"data.root={tmp_path}").data, batch_size=4, num_workers=0,
+                    pin_memory=False)
+    assert isinstance(e.value.__cause__, DataError) and "expected ROOT/landscape/" in str(e.value.__cause__)
     assert isinstance(instantiate(cfg_of("logger=none").logger), RunLogger)
     assert instantiate(cfg_of("logger=none").logger).wandb is None
     assert instantiate(cfg_of().logger).wandb.mode == "offline"
@@ -134,15 +136,9 @@ def test_data_loggers_trainer_and_presets(tmp_path):
 
 
 # ------------------------------------------------------------------ keys that moved or were removed
-def run_cli(app: str, *args: str, cwd) -> subprocess.CompletedProcess:
-    """``python -m emberformer.APP ARGS``: old names are read from the command line, so a process."""
-    env = dict(os.environ, WANDB_MODE="offline", EMBERFORMER_CACHE=str(cwd / "cache"))
-    return subprocess.run([sys.executable, "-m", f"emberformer.{app}", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=240)
-
-
 def test_logger_preview_samples_still_works_and_says_where_it_went(tmp_path):
-    proc = run_cli("train", "logger=none", "logger.preview_samples=5", "--cfg", "job", cwd=tmp_path)
+    proc = run_app("train", ["logger=none", "logger.preview_samples=5", "--cfg", "job"], tmp_path,
+                   env={"EMBERFORMER_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == ("Note: logger.preview_samples is now trainer.preview_samples "
                                    "(the old name still works)")
@@ -156,9 +152,9 @@ def test_an_old_name_in_a_yaml_file_says_where_it_went(tmp_path):
     (tmp_path / "myconf" / "logger").mkdir(parents=True)  # a user's own logger file, written before the move
     (tmp_path / "myconf" / "logger" / "mine.yaml").write_text(
         "_target_: emberformer.tracking.RunLogger\nwandb: null\npreview_samples: 3\n")
-    proc = run_cli("train", f"hydra.searchpath=[file://{tmp_path / 'myconf'}]", "logger=mine", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "Error: logger.preview_samples is now trainer.preview_samples: write it there"
+    proc = run_app("train", [f"hydra.searchpath=[file://{tmp_path / 'myconf'}]", "logger=mine"], tmp_path,
+                   env={"EMBERFORMER_CACHE": str(tmp_path / "cache")})
+    assert one_line_error(proc) == "Error: logger.preview_samples is now trainer.preview_samples: write it there"
     assert not (tmp_path / "cache").exists()
 
 
@@ -193,13 +189,13 @@ def test_evaluate_and_predict_compose_only_what_they_read():
 
 @pytest.mark.parametrize("app,extra", [("evaluate", []), ("predict", ["sequence=1"])])
 def test_every_scorer_checks_the_threshold_before_any_data_work(tmp_path, app, extra):
-    proc = run_cli(app, "model=copy_last", "metrics.pred_thresh=1.5", *extra, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "Error: metrics.pred_thresh must be in (0, 1), got 1.5"
+    proc = run_app(app, ["model=copy_last", "metrics.pred_thresh=1.5", *extra], tmp_path,
+                   env={"EMBERFORMER_CACHE": str(tmp_path / "cache")})
+    assert one_line_error(proc) == "Error: metrics.pred_thresh must be in (0, 1), got 1.5"
     assert not (tmp_path / "cache").exists()  # checked before the data is generated or read
 
 
-def test_train_imports_no_optional_heavy_library(tmp_path):
+def test_train_imports_no_optional_heavy_library(tmp_path, run_env):
     """A config mistake is reported without importing Optuna, PyTorchFire, matplotlib, W&B or
     transformers: the modules Hydra loads at start (the sweeper plugin, the SweepSummary callback)
     included, so the whole process is checked."""
@@ -209,7 +205,6 @@ def test_train_imports_no_optional_heavy_library(tmp_path):
             "except SystemExit as e:\n    code = e.code\n"
             "heavy = ('optuna', 'pytorchfire', 'matplotlib', 'wandb', 'transformers')\n"
             "print(json.dumps({'code': code, 'loaded': [m for m in heavy if m in sys.modules]}))\n")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=240,
-                          env=dict(os.environ, EMBERFORMER_CACHE=str(tmp_path / "cache")))
+    proc = run_module(None, ["-c", code], dict(run_env, EMBERFORMER_CACHE=str(tmp_path / "cache")), tmp_path)
     assert proc.stderr.strip() == "Error: foo is not a setting: nothing reads it (a typo? see the keys in conf/)"
     assert json.loads(proc.stdout) == {"code": 2, "loaded": []}

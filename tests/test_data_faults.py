@@ -20,7 +20,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from conftest import one_line_error, run_module
+from conftest import one_line_error, run_app
 from emberformer.cli.errors import user_errors
 from emberformer.data import cache as cache_mod
 from emberformer.data import reader, synthetic
@@ -501,13 +501,13 @@ def _gray_picture(root: Path) -> None:
     (_gray_picture, "Error: sequence 12: PNG frame {root}/fire_frames/sequence_0012/fire_002.png is a "
                     "single-channel image (mode L) with 29 different non-zero values;"),
 ], ids=["nan-weather", "int-window", "4d-geotiff", "gray-picture"])
-def test_cli_data_fault_is_one_line_exit_2(tmp_path, run_env, fault, message):
+def test_cli_data_fault_is_one_line_exit_2(tmp_path, fault, message):
     root = tmp_path / "data"
     make_dataset(root)
     fault(root)
     before = tree_hashes(root)
-    proc = run_module("train", ["data=deep_crown", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
-                                "data.progress=false", "logger=none", "hardware=cpu"], run_env, tmp_path / "run")
+    proc = run_app("train", ["data=deep_crown", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
+                             "data.progress=false", "logger=none", "hardware=cpu"], tmp_path / "run")
     line = one_line_error(proc)  # exit code 2, one line, no traceback
     assert line.startswith(message.format(root=root)), line
     assert "Traceback" not in proc.stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from emberformer.data.datamodule import SyntheticFireDataModule
 from emberformer.models.emberformer import KEEP_LAST_LOGIT, EmberFormer
 from emberformer.training.optim import ScheduledAdam, adam_cosine
 
-from conftest import run_module
+from conftest import run_app
 
 SMALL = dict(d_model=16, nhead=2, num_layers=1, dim_feedforward=32, decoder_hidden_size=16,
              segformer_hidden_sizes=(8, 8, 8, 8), base_channels=8, patch_size=8)
@@ -89,22 +87,14 @@ def test_warmup_cosine_schedule():
 
 
 @pytest.fixture(scope="module")
-def env(cache_dir) -> dict:
-    return dict(os.environ, EMBERFORMER_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
-                WANDB_MODE="disabled")
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, env) -> dict:
-    cwd = tmp_path_factory.mktemp("recipe")
-    proc = run_module("train", ["debug=fast", "logger=none", "trainer.progress=false", "data.progress=false",
-                                f"hydra.run.dir={cwd / 'run'}"], env, cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    records = [json.loads(x) for x in (cwd / "run" / "metrics.jsonl").read_text().splitlines()]
-    return {"proc": proc, "dir": cwd / "run", "records": records,
+def run(tiny_run) -> dict:
+    """The session's tiny run (debug=fast: 2 epochs of 3 steps) and its metrics."""
+    records = [json.loads(x) for x in (tiny_run.folder / "metrics.jsonl").read_text().splitlines()]
+    return {"proc": tiny_run.result, "dir": tiny_run.folder, "records": records,
             "summary": [r["summary"] for r in records if "summary" in r][-1]}
 
 
+@pytest.mark.slow
 def test_summary_has_the_ceiling_beside_test_and_copy_last(run, cache_dir):
     s, out = run["summary"], run["proc"].stdout
     test_keys = {k[len("test/"):] for k in s if k.startswith("test/")} - {"loss"}
@@ -128,6 +118,7 @@ def test_summary_has_the_ceiling_beside_test_and_copy_last(run, cache_dir):
     assert f"gap closed: {100 * gap:.1f}% of copy-last -> ceiling test F1" in lines[i + 3]
 
 
+@pytest.mark.slow
 def test_lr_follows_warmup_and_cosine(run):
     """debug=fast: 2 epochs of 3 steps; warm-up is epoch 1, so epoch 1 ends at the peak."""
     epochs = [r for r in run["records"] if "train/lr_spatial" in r]
@@ -138,18 +129,19 @@ def test_lr_follows_warmup_and_cosine(run):
     assert epochs[1]["train/lr_temporal"] == pytest.approx(1e-3 * last)
 
 
-def test_no_ceiling_when_turned_off_or_without_simulator(run, env, tmp_path):
+@pytest.mark.slow
+def test_no_ceiling_when_turned_off_or_without_simulator(run, cache_dir, tmp_path):
     ckpt = run["dir"] / "checkpoints" / "best.pt"
     root = SyntheticFireDataModule(num_sequences=6, size=40, max_frames=5, steps_per_frame=1,
-                                   cache_dir=env["EMBERFORMER_CACHE"], progress=False).prepare_root()
-    proc = run_module("evaluate", [f"ckpt_path={ckpt}", f"data.root={root}", "data.progress=false",
-                                   f"hydra.run.dir={tmp_path / 'real'}"], env, tmp_path)
+                                   cache_dir=str(cache_dir), progress=False).prepare_root()
+    proc = run_app("evaluate", [f"ckpt_path={ckpt}", f"data.root={root}", "data.progress=false",
+                                f"hydra.run.dir={tmp_path / 'real'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [ln for ln in proc.stdout.splitlines() if "Simulator ceiling" in ln] == [ceiling.NO_SIMULATOR]
     metrics = json.loads((tmp_path / "real" / "metrics.json").read_text())
     assert set(metrics) - {"checkpoint", "split_overlap"} == {"model", "copy_last"}
     assert "gap closed" not in (tmp_path / "real" / "report.md").read_text()
-    proc = run_module("evaluate", [f"ckpt_path={ckpt}", "ceiling.samples=0", "data.progress=false",
-                                   f"hydra.run.dir={tmp_path / 'off'}"], env, tmp_path)
+    proc = run_app("evaluate", [f"ckpt_path={ckpt}", "ceiling.samples=0", "data.progress=false",
+                                f"hydra.run.dir={tmp_path / 'off'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert set(json.loads((tmp_path / "off" / "metrics.json").read_text())) - {"checkpoint", "split_overlap"} == {"model", "copy_last"}

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,14 +10,16 @@ from hydra.utils import instantiate
 from emberformer.scoring.scores import Scores
 from emberformer.training.step import evaluate
 
+from conftest import run_module
 
+
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path, run_env, tiny_cfg):
     run_dir = tmp_path / "ddp_run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
-           "-m", "emberformer.train", "debug=fast", "logger=none", "trainer.limit_batches=null",
-           "trainer.progress=false", f"hydra.run.dir={run_dir}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=dict(run_env, OMP_NUM_THREADS="1"), capture_output=True,
-                          text=True, timeout=300)
+    args = ["-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+            "-m", "emberformer.train", "debug=fast", "logger=none", "trainer.limit_batches=null",
+            "trainer.progress=false", f"hydra.run.dir={run_dir}"]
+    proc = run_module(None, args, dict(run_env, OMP_NUM_THREADS="1"), tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert proc.stdout.count("Starting Training: 2 epochs") == 1  # banner and epoch lines from rank 0 only
     assert proc.stdout.count("[Epoch 1/2]") == 1 and proc.stdout.count("Training complete!") == 1

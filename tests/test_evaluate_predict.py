@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,9 @@ from emberformer.data import reader
 from emberformer.data.frames import decode_mask
 from emberformer.data.synthetic import ensure_synthetic
 
-from conftest import one_line_error, run_module
+from conftest import one_line_error, run_app
+
+pytestmark = pytest.mark.slow  # every test here evaluates or predicts with a trained run
 
 KEYS = {"f1", "iou", "prec", "rec", "acc", "ap", "growth_f1", "ece", "samples"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,29 +29,20 @@ def only_dir(parent: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(cache_dir) -> dict:
-    return dict(os.environ, EMBERFORMER_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
-                WANDB_MODE="disabled")
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, env) -> dict:
-    """One tiny training run: its folder, best.pt, split and sample counts."""
-    cwd = tmp_path_factory.mktemp("train")
-    proc = run_module("train", ["debug=fast", "logger=none", "trainer.progress=false"], env, cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = only_dir(cwd / "outputs")
+def trained(tiny_run) -> dict:
+    """The session's tiny training run: its folder, best.pt, split and summary."""
+    run = tiny_run.folder
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     summary = next(r["summary"] for r in records if "summary" in r)
-    ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
-    return {"run": run, "ckpt": run / "checkpoints" / "best.pt", "config": ckpt["config"],
+    ckpt = torch.load(tiny_run.best, weights_only=False)
+    return {"run": run, "ckpt": tiny_run.best, "config": ckpt["config"],
             "split": json.loads((run / "split.json").read_text()), "summary": summary}
 
 
 @pytest.fixture(scope="module")
-def test_eval(trained, env, tmp_path_factory):
+def test_eval(trained, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("eval_test")
-    proc = run_module("evaluate", [f"ckpt_path={trained['ckpt']}", "data.progress=false"], env, cwd)
+    proc = run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "data.progress=false"], cwd)
     return proc, only_dir(cwd / "outputs" / "evaluate") if proc.returncode == 0 else None
 
 
@@ -83,30 +75,28 @@ def test_evaluate_writes_metrics_report_and_figures(trained, test_eval):
     assert "copy-last" in proc.stdout and "growth_f1" in proc.stdout
 
 
-def test_evaluate_val_split_and_bad_split(trained, env, tmp_path):
-    proc = run_module("evaluate", [f"ckpt_path={trained['ckpt']}", "split=val", "hardware.batch_size=2",
-                                "data.progress=false"], env, tmp_path / "val")
+def test_evaluate_val_split_and_bad_split(trained, tmp_path):
+    proc = run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "split=val", "hardware.batch_size=2",
+                                "data.progress=false"], tmp_path / "val")
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = json.loads((only_dir(tmp_path / "val" / "outputs" / "evaluate") / "metrics.json")
                          .read_text())["model"]["samples"]
     assert samples == trained["summary"]["data/val_samples"] != trained["summary"]["data/test_samples"]
 
-    err = one_line_error(run_module("evaluate", [f"ckpt_path={trained['ckpt']}", "split=bogus"], env,
-                                 tmp_path / "bogus"))
+    err = one_line_error(run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "split=bogus"], tmp_path / "bogus"))
     assert "split" in err and "bogus" in err and "test" in err
-    err = one_line_error(run_module("evaluate", [f"ckpt_path={trained['ckpt']}", "examples=-2"], env,
-                                 tmp_path / "neg"))
+    err = one_line_error(run_app("evaluate", [f"ckpt_path={trained['ckpt']}", "examples=-2"], tmp_path / "neg"))
     assert err == "Error: examples must be an integer >= 0, got -2"
 
 
-def test_evaluate_copy_last_without_checkpoint(env, tmp_path):
-    proc = run_module("evaluate", ["model=copy_last", "debug=fast", "data.progress=false"], env, tmp_path)
+def test_evaluate_copy_last_without_checkpoint(tmp_path):
+    proc = run_app("evaluate", ["model=copy_last", "debug=fast", "data.progress=false"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((only_dir(tmp_path / "outputs" / "evaluate") / "metrics.json").read_text())
     assert metrics["model"] == pytest.approx(metrics["copy_last"], abs=1e-3)  # logits +/-10, not exact 0/1
 
 
-def test_predict_writes_frames_and_gif(trained, env, tmp_path):
+def test_predict_writes_frames_and_gif(trained, tmp_path):
     d = trained["config"]["data"]
     root = ensure_synthetic(trained["config"]["data"]["cache_dir"], num_sequences=d["num_sequences"],
                             size=d["size"], max_frames=d["max_frames"],
@@ -115,8 +105,8 @@ def test_predict_writes_frames_and_gif(trained, env, tmp_path):
     sid = trained["split"]["test"][0]
     n_frames = len(seqs[sid].fire_frames)
     size = decode_mask(seqs[sid].fire_frames[0]).shape
-    proc = run_module("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}", f"sequence={sid}",
-                               "data.progress=false"], env, tmp_path / "ok")
+    proc = run_app("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}", f"sequence={sid}",
+                               "data.progress=false"], tmp_path / "ok")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = only_dir(tmp_path / "ok" / "outputs" / "predict")
     preds = sorted(out.glob("pred_*.png"))
@@ -128,6 +118,6 @@ def test_predict_writes_frames_and_gif(trained, env, tmp_path):
         assert gif.n_frames == n_frames - 1
 
     bad = max(seqs) + 100
-    err = one_line_error(run_module("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}",
-                                             f"sequence={bad}"], env, tmp_path / "bad"))
+    err = one_line_error(run_app("predict", [f"ckpt_path={trained['ckpt']}", f"data.root={root}",
+                                          f"sequence={bad}"], tmp_path / "bad"))
     assert str(bad) in err and f"{min(seqs)}..{max(seqs)}" in err

@@ -28,7 +28,7 @@ import pytest
 import tifffile
 from hydra.errors import ConfigCompositionException
 
-from conftest import compose_config, one_line_error, run_module
+from conftest import compose_config, one_line_error, run_app, run_module
 from emberformer.cli.checks import missing_key_message
 from emberformer.cli.errors import user_errors
 from emberformer.data import cache as cache_mod
@@ -228,13 +228,12 @@ def test_a_form_feed_does_not_split_a_line(dataset):
     assert {s.seq_id: s.weather_file.name for s in reader.list_sequences(root)}[12] == "Weather2.csv"
 
 
-def test_cli_blank_history_line_with_skip_is_one_line_exit_2(tmp_path, run_env):
+def test_cli_blank_history_line_with_skip_is_one_line_exit_2(tmp_path):
     root = tmp_path / "data"
     make_dataset(root)
     path = _history_with_blank_line(root)
     before = tree_hashes(root)
-    proc = run_module("train", train_args(root, tmp_path / "cache", "data.on_bad_sequence=skip"), run_env,
-                      tmp_path / "run")
+    proc = run_app("train", train_args(root, tmp_path / "cache", "data.on_bad_sequence=skip"), tmp_path / "run")
     assert one_line_error(proc).startswith(f"Error: {path}: line 3 is blank but later lines name weather files;")
     assert tree_hashes(root) == before
 
@@ -262,9 +261,8 @@ def without_root_powers() -> Callable[[], None] | None:
 
 
 def run_unprivileged(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=240, preexec_fn=without_root_powers())
+    """``python ARGS`` without root's file powers (a real process: the capabilities are the point)."""
+    return run_module(None, args, env, cwd, timeout=240, preexec_fn=without_root_powers())
 
 
 def check_really_denied(code: str, env: dict, cwd: Path) -> None:
@@ -276,6 +274,7 @@ def check_really_denied(code: str, env: dict, cwd: Path) -> None:
     assert "PermissionError" in probe.stderr, probe.stderr
 
 
+@pytest.mark.slow
 def test_cli_unreadable_indices_json_is_one_line_naming_it(tmp_path, run_env):
     root = tmp_path / "data"
     make_dataset(root)
@@ -291,6 +290,7 @@ def test_cli_unreadable_indices_json_is_one_line_naming_it(tmp_path, run_env):
     assert not (tmp_path / "cache").exists() or list((tmp_path / "cache").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_run_folder_in_a_read_only_folder_is_one_line_naming_it(tmp_path, run_env):
     ro = tmp_path / "read_only"
     ro.mkdir()
@@ -304,17 +304,17 @@ def test_cli_run_folder_in_a_read_only_folder_is_one_line_naming_it(tmp_path, ru
     assert list(ro.iterdir()) == []
 
 
-def test_cli_run_folder_under_a_file_is_one_line_naming_it(tmp_path, run_env):
+def test_cli_run_folder_under_a_file_is_one_line_naming_it(tmp_path):
     (tmp_path / "a_file").write_text("x")
-    proc = run_module("train", ["debug=fast", "logger=none", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"],
-                      run_env, tmp_path / "cwd")
+    proc = run_app("train", ["debug=fast", "logger=none", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"],
+                   tmp_path / "cwd")
     assert one_line_error(proc) == (f"Error: hydra.run.dir {tmp_path / 'a_file' / 'run'}: cannot create the run "
                                     "folder there (Not a directory); give a folder you can write to")
     assert (tmp_path / "a_file").read_text() == "x"
 
 
-def test_cli_key_copy_last_does_not_have_lists_its_settings(tmp_path, run_env):
-    proc = run_module("train", ["model=copy_last", "model.d_model=32", "logger=none"], run_env, tmp_path)
+def test_cli_key_copy_last_does_not_have_lists_its_settings(tmp_path):
+    proc = run_app("train", ["model=copy_last", "model.d_model=32", "logger=none"], tmp_path)
     assert one_line_error(proc) == ("Error: model.d_model is not a setting of model=copy_last; its settings: "
                                     "confidence (+model.confidence=...: not in its config file, so with a "
                                     "leading +)")
@@ -338,6 +338,7 @@ def test_missing_key_messages_in_process():
                                               "cache_dir, max_frames, max_history, num_sequences,")
 
 
+@pytest.mark.slow
 def test_cli_ctrl_c_during_the_simulation_is_one_line_exit_130(tmp_path, run_env):
     cache = tmp_path / "cache"
     done = synthetic.ensure_synthetic(cache, **TINY_SYNTH, progress=False)  # a finished data set

@@ -1,6 +1,7 @@
 """Issue 18, runs: one owner per run folder (items 1), a resume keeps its data (2) and accepts its
 own group choices (8), and the banner says the precision that really runs (11). Real processes,
-real signals, real run folders."""
+real signals, real run folders (the owner of a live folder is a real process; the runs it refuses
+run in this process)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import one_line_error, run_module
+from conftest import one_line_error, run_app
 
 QUIET = ["logger=none", "trainer.progress=false", "data.progress=false"]
 FP16_ASKED = "bf16 (hardware.precision=fp16 asked: CPU autocast runs bf16, fp16 needs a CUDA device)"
@@ -63,6 +64,7 @@ def test_a_lock_is_refused_while_its_owner_lives_and_free_once_it_is_killed(tmp_
     assert not locks.is_held(lock)
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_killed_run_resumes(tmp_path, run_env):
     folder = tmp_path / "D"
     owner = start_train(["debug=fast", *QUIET, "trainer.epochs=100000", "early_stopping=disabled",
@@ -73,12 +75,12 @@ def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_killed_run_resume
         lock_text = (folder / ".run.lock").read_text()
         assert lock_text.startswith(f"pid {owner.pid} on ")
         # the same command again, into the same folder: refused before Hydra writes anything there
-        second = run_module("train", ["debug=fast", *QUIET, f"hydra.run.dir={folder}"], run_env, tmp_path)
+        second = run_app("train", ["debug=fast", *QUIET, f"hydra.run.dir={folder}"], tmp_path)
         line = one_line_error(second)
         assert line.startswith(f"Error: run folder {folder} is in use by a run still going (pid {owner.pid} on ")
         assert line.endswith("one run writes a folder at a time: wait for that run to end, or stop it first")
         # resuming the live run from its last.pt: refused too
-        resumed = run_module("train", [f"ckpt_path={folder / 'checkpoints' / 'last.pt'}"], run_env, tmp_path)
+        resumed = run_app("train", [f"ckpt_path={folder / 'checkpoints' / 'last.pt'}"], tmp_path)
         assert one_line_error(resumed).startswith(f"Error: run folder {folder} is in use by a run still "
                                                   f"going (pid {owner.pid} on ")
         assert owner.poll() is None  # the owner never noticed
@@ -91,8 +93,7 @@ def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_killed_run_resume
     # a SIGKILLed owner leaves its lock file, but not its lock: the stopped run resumes in its folder
     last = torch.load(folder / "checkpoints" / "last.pt", weights_only=False)
     done = last["epoch"] + 1
-    proc = run_module("train", [f"ckpt_path={folder / 'checkpoints' / 'last.pt'}", f"trainer.epochs={done}"],
-                      run_env, tmp_path)
+    proc = run_app("train", [f"ckpt_path={folder / 'checkpoints' / 'last.pt'}", f"trainer.epochs={done}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.load(folder / "checkpoints" / "last.pt", weights_only=False)["epoch"] == done
     assert json.loads((folder / "result.json").read_text())["status"] == "ok"
@@ -101,17 +102,20 @@ def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_killed_run_resume
 
 # ------------------------------------------------------------------------------- items 2, 8 and 11
 @pytest.fixture(scope="module")
-def fp16_run(tmp_path_factory, cache_dir) -> tuple[Path, subprocess.CompletedProcess]:
+def fp16_run(tmp_path_factory, run_env):
     """One epoch of ``debug=fast`` with ``hardware.precision=fp16`` (on this CPU), in its folder."""
     root = tmp_path_factory.mktemp("fp16_run")
-    env = {**os.environ, "EMBERFORMER_CACHE": str(cache_dir), "WANDB_MODE": "disabled", "MPLBACKEND": "Agg"}
     folder = root / "R"
-    proc = run_module("train", ["debug=fast", *QUIET, "hardware.precision=fp16", "trainer.epochs=1",
-                                f"hydra.run.dir={folder}"], env, root)
+    with pytest.MonkeyPatch.context() as mp:  # a module fixture: the per-test environment is not set yet
+        for key, value in run_env.items():
+            mp.setenv(key, value)
+        proc = run_app("train", ["debug=fast", *QUIET, "hardware.precision=fp16", "trainer.epochs=1",
+                                 f"hydra.run.dir={folder}"], root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder, proc
 
 
+@pytest.mark.slow
 def test_the_banner_says_fp16_on_cpu_runs_bf16(fp16_run):
     folder, proc = fp16_run
     assert f"  Device: cpu (CPU), {FP16_ASKED}" in proc.stdout.splitlines()
@@ -126,11 +130,12 @@ def test_the_banner_says_fp16_on_cpu_runs_bf16(fp16_run):
     ("data.max_history=2", "data.max_history is 2 here but None in the checkpoint"),
     ("data.num_sequences=8", "data.num_sequences is 8 here but 6 in the checkpoint"),
 ])
-def test_resume_with_other_data_is_refused_and_changes_nothing(fp16_run, tmp_path, run_env, override, message):
+@pytest.mark.slow
+def test_resume_with_other_data_is_refused_and_changes_nothing(fp16_run, tmp_path, override, message):
     folder, _ = fp16_run
     before = snapshot(folder)
-    proc = run_module("train", [f"ckpt_path={folder / 'checkpoints' / 'last.pt'}", override, "trainer.epochs=2"],
-                      run_env, tmp_path)
+    proc = run_app("train", [f"ckpt_path={folder / 'checkpoints' / 'last.pt'}", override, "trainer.epochs=2"],
+                   tmp_path)
     assert one_line_error(proc) == (
         f"Error: {message}: resuming the run in {folder} on other data would mix two data sets in one run "
         "(a resume may change only data.progress, data.cache_dir, data.on_bad_sequence); to train on other "
@@ -138,19 +143,19 @@ def test_resume_with_other_data_is_refused_and_changes_nothing(fp16_run, tmp_pat
     assert snapshot(folder) == before
 
 
-def test_resume_repeating_the_runs_own_groups_is_accepted_and_a_real_change_refused(fp16_run, tmp_path, run_env):
+@pytest.mark.slow
+def test_resume_repeating_the_runs_own_groups_is_accepted_and_a_real_change_refused(fp16_run, tmp_path):
     folder, _ = fp16_run
     last = folder / "checkpoints" / "last.pt"
     assert torch.load(last, weights_only=False)["config"]["config_groups"]["hardware"] == "cpu"
     before = snapshot(folder)
-    changed = run_module("train", [f"ckpt_path={last}", "hardware=cpu", "logger=wandb"], run_env, tmp_path)
+    changed = run_app("train", [f"ckpt_path={last}", "hardware=cpu", "logger=wandb"], tmp_path)
     assert one_line_error(changed) == ("Error: logger=wandb: config groups cannot change when resuming from a "
                                        "checkpoint; start a new run instead")
     assert snapshot(folder) == before
     # the groups the run used (debug=fast chose hardware=cpu), repeated, and a data key that may change
-    proc = run_module("train", [f"ckpt_path={last}", "debug=fast", "hardware=cpu", "logger=none",
-                                "data.progress=false", "trainer.progress=false", "trainer.epochs=2"],
-                      run_env, tmp_path)
+    proc = run_app("train", [f"ckpt_path={last}", "debug=fast", "hardware=cpu", "logger=none",
+                             "data.progress=false", "trainer.progress=false", "trainer.epochs=2"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Resumed at epoch 2" in proc.stdout
     saved = torch.load(last, weights_only=False)

@@ -11,18 +11,24 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
-QUIET = ["debug=fast", "logger=none", "trainer.progress=false", "data.progress=false"]
+from conftest import TINY, run_module
+
 STUDY = ["hparams_search=loss_weights", "hydra.sweeper.sampler.seed=5"]
 
 
+def sweep_args(args: list[str]) -> list[str]:
+    return ["-m", *STUDY, *args, *TINY]
+
+
 def sweep_cmd(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "emberformer.train", "-m", *STUDY, *args, *QUIET]
+    return [sys.executable, "-m", "emberformer.train", *sweep_args(args)]
 
 
 def sweep(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(sweep_cmd(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=500)
+    return run_module("train", sweep_args(args), env, cwd, timeout=500)
 
 
 def trials(study_dir: Path) -> list[optuna.trial.FrozenTrial]:
@@ -35,6 +41,7 @@ def hashes(folder: Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ item 5
+@pytest.mark.slow
 def test_a_study_whose_every_trial_failed_exits_non_zero_saying_so(tmp_path, run_env):
     proc = sweep(["hydra.sweeper.n_trials=2", "hardware.batch_size=0"], run_env, tmp_path)
     study_dir = tmp_path / "multirun" / "optuna" / "loss_weights"
@@ -50,6 +57,7 @@ def test_a_study_whose_every_trial_failed_exits_non_zero_saying_so(tmp_path, run
 
 
 # ------------------------------------------------------------------------------------------ item 6
+@pytest.mark.slow
 def test_a_changed_search_space_is_one_line_and_leaves_no_trial_running(tmp_path, run_env):
     # a study whose trial searched loss.bce_weight as an interval (the trial fails at once: no training)
     first = sweep(["hydra.sweeper.n_trials=1", "hardware.batch_size=0"], run_env, tmp_path)
@@ -85,6 +93,7 @@ def open_study_at(url: str, barrier, results) -> None:
         results.put(f"{type(e).__name__}: {str(e).splitlines()[0]}")
 
 
+@pytest.mark.slow
 def test_sweepers_creating_one_new_sqlite_study_at_the_same_moment_all_open_it(tmp_path):
     # without the lock Optuna's table creation races: 'table studies already exists' or
     # 'UNIQUE constraint failed: alembic_version.version_num' in all but one process
@@ -101,6 +110,7 @@ def test_sweepers_creating_one_new_sqlite_study_at_the_same_moment_all_open_it(t
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["loss_weights"]
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_on_a_new_study_both_run(tmp_path, run_env):
     cmd = sweep_cmd(["hydra.sweeper.n_trials=1", "trainer.epochs=1"])
     procs = [subprocess.Popen(cmd, cwd=tmp_path, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

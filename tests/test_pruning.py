@@ -5,7 +5,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,9 +13,10 @@ import pytest
 from optuna.trial import TrialState
 from PIL import Image
 
+from conftest import run_app, run_module
 from emberformer.sweeps.pruning import PRUNED_ATTR, TrialPruning, build_pruner
 
-TINY = ["debug=fast", "logger=none", "trainer.progress=false"]
+JOB = ["debug=fast", "logger=none", "trainer.progress=false"]  # data bars on: a sweep's jobs print them
 # val/f1 is 0 for every trial on debug=fast data; the loss tells the trials apart (larger weights,
 # larger loss), and a median pruner with one start-up trial and no warm-up prunes from epoch 1 on
 STUDY = ["hparams_search=loss_weights", "early_stopping.monitor=val/loss", "early_stopping.mode=min",
@@ -24,13 +24,8 @@ STUDY = ["hparams_search=loss_weights", "early_stopping.monitor=val/loss", "earl
          "hydra.sweeper.pruners.median.n_warmup_steps=1", "hydra.sweeper.sampler.seed=3"]
 
 
-def run(module: str, args: list[str], env: dict, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def sweep(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    proc = run("emberformer.train", ["-m", *args, *TINY], env, cwd)
+    proc = run_module("train", ["-m", *args, *JOB], env, cwd)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
     return proc
@@ -50,6 +45,7 @@ def assert_png(path: Path) -> None:
         assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
 
 
+@pytest.mark.slow
 def test_pruned_study_records_states_writes_insight_and_resumes(tmp_path, run_env):
     proc = sweep([*STUDY, "hydra.sweeper.n_trials=4"], run_env, tmp_path)
     study_dir = tmp_path / "multirun" / "optuna" / "loss_weights"
@@ -98,12 +94,13 @@ def test_pruned_study_records_states_writes_insight_and_resumes(tmp_path, run_en
     # on demand, for an existing study
     for p in study_dir.glob("*.png"):
         p.unlink()
-    cli = run("emberformer.study", [str(study_dir)], run_env, tmp_path)
+    cli = run_app("study", [str(study_dir)], tmp_path)
     assert cli.returncode == 0, cli.stderr
     assert "Sweep summary (5 trials" in cli.stdout
     assert_png(study_dir / "intermediate_values.png")
 
 
+@pytest.mark.slow
 def test_interrupted_trial_is_failed_when_the_study_resumes(tmp_path, run_env):
     study_dir = tmp_path / "multirun" / "optuna" / "loss_weights"
     study_dir.mkdir(parents=True)
@@ -166,10 +163,10 @@ def test_successive_halving_keeps_only_the_best_third_at_each_rung(tmp_path):
     assert verdicts == [False, False, True, True, False, True]
 
 
-def test_study_app_errors_are_one_line(tmp_path, run_env):
-    proc = run("emberformer.study", [str(tmp_path / "missing")], run_env, tmp_path)
+def test_study_app_errors_are_one_line(tmp_path):
+    proc = run_app("study", [str(tmp_path / "missing")], tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("Error: ") and "Traceback" not in proc.stderr
-    proc = run("emberformer.study", [str(tmp_path)], run_env, tmp_path)
+    proc = run_app("study", [str(tmp_path)], tmp_path)
     assert proc.returncode == 2 and "has no optuna.db" in proc.stderr
 
 
@@ -205,11 +202,11 @@ print(ids)
 """
 
 
+@pytest.mark.slow
 def test_hyperband_puts_a_trial_in_the_same_bracket_in_every_process(tmp_path):
     # the sweeper and each job compute a trial's bracket on their own; Python's hash() would differ
     def brackets(seed: str) -> list[int]:
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", BRACKETS], env=env, capture_output=True, text=True, timeout=120)
+        out = run_module(None, ["-c", BRACKETS], {**os.environ, "PYTHONHASHSEED": seed}, tmp_path, timeout=120)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -12,13 +12,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config
+from conftest import TINY, compose_config, copy_run, one_line_error, run_app, run_module
 from emberformer.training.checkpoint import save_atomic
 from emberformer.models.base import FireModel
 from emberformer.training.trainer import NonFiniteLoss
-from test_train_e2e import run_train
-
-TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null", "trainer.progress=false"]
 
 
 def epoch_records(run_dir: Path) -> list[dict]:
@@ -26,14 +23,14 @@ def epoch_records(run_dir: Path) -> list[dict]:
     return [r for r in rows if "val/f1_epoch" in r]
 
 
-def test_resume_after_epoch_k_matches_an_uninterrupted_run(tmp_path, run_env):
+@pytest.mark.slow
+def test_resume_after_epoch_k_matches_an_uninterrupted_run(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
     # plain Adam: a schedule over trainer.epochs (adam_cosine) changes when the run is extended
-    assert run_train([*TINY, "optim=adam", "trainer.epochs=3"], run_env, a).returncode == 0
-    assert run_train([*TINY, "optim=adam", "trainer.epochs=2"], run_env, b).returncode == 0
+    assert run_app("train", [*TINY, "optim=adam", "trainer.epochs=3"], a).returncode == 0
+    assert run_app("train", [*TINY, "optim=adam", "trainer.epochs=2"], b).returncode == 0
     run_b = next((b / "outputs").glob("*/*"))
-    resumed = run_train([f"ckpt_path={run_b / 'checkpoints' / 'last.pt'}", "trainer.epochs=3"], run_env, b)
+    resumed = run_app("train", [f"ckpt_path={run_b / 'checkpoints' / 'last.pt'}", "trainer.epochs=3"], b)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resumed at epoch 3" in resumed.stdout
     ra = epoch_records(next((a / "outputs").glob("*/*")))
@@ -45,15 +42,15 @@ def test_resume_after_epoch_k_matches_an_uninterrupted_run(tmp_path, run_env):
     assert last["epoch"] == 3 and last["config"]["trainer"]["epochs"] == 3
 
 
-def test_resume_refuses_a_group_change(tmp_path, run_env):
-    assert run_train([*TINY, "trainer.epochs=1"], run_env, tmp_path).returncode == 0
-    ckpt = next((tmp_path / "outputs").glob("*/*")) / "checkpoints" / "last.pt"
-    proc = run_train([f"ckpt_path={ckpt}", "loss=bce"], run_env, tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == ("Error: loss=bce: config groups cannot change when resuming from a "
-                                   "checkpoint; start a new run instead")
+@pytest.mark.slow
+def test_resume_refuses_a_group_change(tmp_path, tiny_run):
+    run = copy_run(tiny_run, tmp_path / "run")
+    err = one_line_error(run_app("train", [f"ckpt_path={run / 'checkpoints' / 'last.pt'}", "loss=bce"], tmp_path))
+    assert err == ("Error: loss=bce: config groups cannot change when resuming from a "
+                   "checkpoint; start a new run instead")
 
 
+@pytest.mark.slow
 def test_sigterm_mid_run_saves_last_and_resumes(tmp_path, run_env):
     args = [sys.executable, "-m", "emberformer.train", *TINY, "trainer.epochs=40"]
     proc = subprocess.Popen(args, cwd=tmp_path, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -72,8 +69,8 @@ def test_sigterm_mid_run_saves_last_and_resumes(tmp_path, run_env):
     stopped_epoch = last["epoch"]
     assert stopped_epoch < 40
     assert json.loads((run_dir / "result.json").read_text())["status"] == "stopped"
-    resumed = run_train([f"ckpt_path={run_dir / 'checkpoints' / 'last.pt'}", "trainer.epochs=" + str(stopped_epoch + 1)],
-                        run_env, tmp_path)
+    resumed = run_app("train", [f"ckpt_path={run_dir / 'checkpoints' / 'last.pt'}",
+                                f"trainer.epochs={stopped_epoch + 1}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert final["epoch"] == stopped_epoch + 1 and final["epoch_complete"]
@@ -129,6 +126,7 @@ class NaNAfter(FireModel):
         return self.inner.param_groups()
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_best(tmp_path, cache_dir):
     cfg = compose_config("debug=fast", "logger=none", f"data.cache_dir={cache_dir}", "trainer.limit_batches=null")
     hw = instantiate(cfg.hardware)
@@ -184,11 +182,18 @@ def test_non_finite_loss_in_the_first_epoch_claims_no_checkpoint(tmp_path, tiny_
     ("+foo=1", "Error: foo is not a setting: nothing reads it"),
     ("+model.foo=2", "Error: model.foo is not a setting of EmberFormer; its settings: "),
 ])
-def test_bad_config_is_one_line_exit_2_before_any_work(tmp_path, run_env, override, message):
+def test_bad_config_is_one_line_exit_2_before_any_work(tmp_path, override, message):
     t0 = time.time()
-    proc = run_train([*override.split(), "logger=none", f"data.cache_dir={tmp_path / 'cache'}"], run_env, tmp_path)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    err = one_line_error(run_app("train", [*override.split(), "logger=none", f"data.cache_dir={tmp_path / 'cache'}"],
+                                 tmp_path))
+    assert err.startswith(message), err
     assert not (tmp_path / "cache").exists()  # no data was generated or decoded
-    assert time.time() - t0 < 30  # (the check itself is well under 5 s; the rest is interpreter start-up)
+    assert time.time() - t0 < 10  # the check comes before any work (well under 5 s)
+
+
+def test_a_bad_config_ends_a_real_interpreter_with_exit_2_and_one_line(tmp_path, run_env):
+    """The same check as above through a real ``python -m``: the interpreter's own exit status."""
+    proc = run_module("train", ["loss.bce_weight=-0.5", "logger=none", f"data.cache_dir={tmp_path / 'cache'}"],
+                      run_env, tmp_path)
+    assert one_line_error(proc) == "Error: loss.bce_weight must be >= 0, got -0.5"
+    assert not (tmp_path / "cache").exists()

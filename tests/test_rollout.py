@@ -14,7 +14,7 @@ from emberformer.scoring import rollout
 from emberformer.evaluate import Scores
 from emberformer.models.copy_last import CopyLast
 
-from conftest import one_line_error, run_module
+from conftest import one_line_error, run_app
 
 
 @pytest.fixture
@@ -102,11 +102,12 @@ def test_check_horizon_errors(data):
         rollout.check_horizon(longest + 1, ds)
 
 
-def test_evaluate_horizon_cli(run_env, tmp_path):
+@pytest.mark.slow
+def test_evaluate_horizon_cli(tmp_path):
     base = ["model=copy_last", "debug=fast", "data.progress=false", "examples=1"]
     runs = {}
     for name, extra in (("plain", []), ("h1", ["horizon=1"]), ("h3", ["horizon=3"])):
-        proc = run_module("evaluate", [*base, *extra, f"hydra.run.dir={tmp_path / name}"], run_env, tmp_path)
+        proc = run_app("evaluate", [*base, *extra, f"hydra.run.dir={tmp_path / name}"], tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[name] = tmp_path / name
     for f in ("metrics.json", "report.md"):  # horizon=1: today's output, byte for byte
@@ -121,15 +122,15 @@ def test_evaluate_horizon_cli(run_env, tmp_path):
     report = (runs["h3"] / "report.md").read_text()
     assert "## By lead time" in report and "| lead | samples | model F1 | copy-last F1 | ceiling F1 |" in report
     assert (runs["h3"] / "lead_time.png").read_bytes().startswith(b"\x89PNG")
-    err = one_line_error(run_module("evaluate", [*base, "horizon=0"], run_env, tmp_path / "zero"))
+    err = one_line_error(run_app("evaluate", [*base, "horizon=0"], tmp_path / "zero"))
     assert "horizon" in err and "got 0" in err
-    err = one_line_error(run_module("evaluate", [*base, "horizon=40"], run_env, tmp_path / "big"))
+    err = one_line_error(run_app("evaluate", [*base, "horizon=40"], tmp_path / "big"))
     assert "horizon=40 is larger than any sequence of the test split" in err
 
 
-def test_predict_horizon_cli(run_env, tmp_path):
+def test_predict_horizon_cli(tmp_path):
     base = ["model=copy_last", "debug=fast", "data.progress=false", "sequence=2"]
-    proc = run_module("predict", [*base, "horizon=2", "start=1", f"hydra.run.dir={tmp_path / 'ok'}"], run_env, tmp_path)
+    proc = run_app("predict", [*base, "horizon=2", "start=1", f"hydra.run.dir={tmp_path / 'ok'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "ok"
     assert sorted(p.name for p in out.glob("forecast_*.png")) == ["forecast_002.png", "forecast_003.png"]
@@ -138,5 +139,5 @@ def test_predict_horizon_cli(run_env, tmp_path):
         assert gif.n_frames == 2
     from emberformer.data.frames import decode_mask
     assert np.array_equal(decode_mask(out / "forecast_002.png"), decode_mask(out / "forecast_003.png"))
-    err = one_line_error(run_module("predict", [*base, "horizon=9"], run_env, tmp_path / "far"))
+    err = one_line_error(run_app("predict", [*base, "horizon=9"], tmp_path / "far"))
     assert "horizon=9" in err and "sequence 2" in err

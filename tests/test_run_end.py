@@ -3,20 +3,18 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from conftest import run_module
-
-TINY = ["debug=fast", "logger=none", "trainer.progress=false", "data.progress=false"]
+from conftest import run_app
 
 
-def test_new_run_from_best_without_a_better_epoch_has_its_own_best_and_test_pass(tmp_path, run_env):
-    first = run_module("train", [*TINY, "hydra.run.dir=orig"], run_env, tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    best = torch.load(tmp_path / "orig" / "checkpoints" / "best.pt", weights_only=False)
+@pytest.mark.slow
+def test_new_run_from_best_without_a_better_epoch_has_its_own_best_and_test_pass(tmp_path, tiny_run):
+    best = torch.load(tiny_run.best, weights_only=False)
     # min_delta=1000: no epoch of the new run can beat the checkpoint it starts from (issue 18.14)
-    proc = run_module("train", [f"ckpt_path={tmp_path / 'orig' / 'checkpoints' / 'best.pt'}", "trainer.epochs=3",
-                                "early_stopping.min_delta=1000", "hydra.run.dir=fork"], run_env, tmp_path)
+    proc = run_app("train", [f"ckpt_path={tiny_run.best}", "trainer.epochs=3", "trainer.progress=false",
+                             "data.progress=false", "early_stopping.min_delta=1000", "hydra.run.dir=fork"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fork = tmp_path / "fork"
     own = torch.load(fork / "checkpoints" / "best.pt", weights_only=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -13,13 +12,11 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import one_line_error, run_module
+from conftest import TINY, copy_run, one_line_error, run_app
 from emberformer.training import checkpoint
 from emberformer.training.checkpoint import CheckpointError
 from emberformer.models.base import FireModel
 from emberformer.training.run_state import Interrupted
-
-TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null", "data.progress=false", "trainer.progress=false"]
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -70,6 +67,7 @@ def fit(cfg, run_dir: Path, at: int | None = None, resume: dict | None = None) -
                 run_dir=run_dir, run_info={"name": "t", "tags": [], "config": {}}, resume=resume)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_cfg):
     cfg = tiny_cfg("trainer.epochs=4", "trainer.limit_batches=null", "early_stopping=disabled")
     fit(cfg, tmp_path / "straight")
@@ -88,15 +86,16 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ti
 
 
 # ------------------------------------------------------------------ item 1: best.pt is a new run
-def test_resume_from_best_is_a_new_run_and_leaves_the_original_untouched(tmp_path, run_env):
-    first = run_module("train", [*TINY, "trainer.epochs=3", "early_stopping.monitor=val/loss",
-                                 "early_stopping.mode=min", "hydra.run.dir=orig"], run_env, tmp_path)
+@pytest.mark.slow
+def test_resume_from_best_is_a_new_run_and_leaves_the_original_untouched(tmp_path):
+    first = run_app("train", [*TINY, "trainer.epochs=3", "early_stopping.monitor=val/loss",
+                              "early_stopping.mode=min", "hydra.run.dir=orig"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     orig = tmp_path / "orig"
     before = digest(orig)
     best = checkpoint.load(orig / "checkpoints" / "best.pt")
-    proc = run_module("train", [f"ckpt_path={orig / 'checkpoints' / 'best.pt'}", "trainer.epochs=4",
-                                "hydra.run.dir=fork"], run_env, tmp_path)
+    proc = run_app("train", [f"ckpt_path={orig / 'checkpoints' / 'best.pt'}", "trainer.epochs=4",
+                             "hydra.run.dir=fork"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert digest(orig) == before  # not one byte of the original run changed
     fork = tmp_path / "fork"
@@ -106,8 +105,8 @@ def test_resume_from_best_is_a_new_run_and_leaves_the_original_untouched(tmp_pat
     assert records[-1]["summary"]["started_from"] == str(orig / "checkpoints" / "best.pt")
     assert checkpoint.load(fork / "checkpoints" / "last.pt")["epoch"] == 4
     # pointing the new run at the original folder is refused before anything is written
-    err = one_line_error(run_module("train", [f"ckpt_path={orig / 'checkpoints' / 'best.pt'}",
-                                              "hydra.run.dir=orig"], run_env, tmp_path))
+    err = one_line_error(run_app("train", [f"ckpt_path={orig / 'checkpoints' / 'best.pt'}",
+                                           "hydra.run.dir=orig"], tmp_path))
     assert "starts a new run" in err and "hydra.run.dir" in err
     ours = {k: v for k, v in digest(orig).items() if not k.startswith(".hydra") and k != "train.log"}
     assert ours == {k: v for k, v in before.items() if not k.startswith(".hydra") and k != "train.log"}
@@ -163,38 +162,37 @@ def test_checkpoint_folder_lists_its_files(tmp_path):
                             "its .pt files: checkpoints/best.pt")
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory, cache_dir) -> Path:
-    cwd = tmp_path_factory.mktemp("ckrun")
-    env = dict(os.environ, EMBERFORMER_CACHE=str(cache_dir), MPLBACKEND="Agg")
-    proc = run_module("train", [*TINY, "trainer.epochs=1", "hydra.run.dir=run"], env, cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd / "run" / "checkpoints" / "last.pt"
+@pytest.fixture
+def tiny_ckpt(tiny_run) -> Path:
+    """The session tiny run's last.pt (2 epochs); these tests only read it."""
+    return tiny_run.last
 
 
 @pytest.mark.parametrize("app", ["train", "evaluate", "predict"])
-def test_checkpoint_that_does_not_fit_names_the_key(tmp_path, run_env, tiny_ckpt, app):
+@pytest.mark.slow
+def test_checkpoint_that_does_not_fit_names_the_key(tmp_path, tiny_ckpt, app):
     extra = ["sequence=1"] if app == "predict" else []
     before = digest(tiny_ckpt.parents[1] / "checkpoints")
-    err = one_line_error(run_module(app, [f"ckpt_path={tiny_ckpt}", "model.d_model=32", *extra], run_env, tmp_path))
+    err = one_line_error(run_app(app, [f"ckpt_path={tiny_ckpt}", "model.d_model=32", *extra], tmp_path))
     assert err == (f"Error: ckpt_path {tiny_ckpt} does not fit the model: "
                    "model.d_model is 32 here but 16 in the checkpoint")
     assert digest(tiny_ckpt.parents[1] / "checkpoints") == before
 
 
 @pytest.mark.parametrize("app", ["train", "evaluate", "predict"])
-def test_truncated_checkpoint_is_one_line_in_every_app(tmp_path, run_env, tiny_ckpt, app):
+@pytest.mark.slow
+def test_truncated_checkpoint_is_one_line_in_every_app(tmp_path, tiny_ckpt, app):
     bad = _truncated(tmp_path, tiny_ckpt)
     extra = ["sequence=1"] if app == "predict" else []
-    err = one_line_error(run_module(app, [f"ckpt_path={bad}", *extra], run_env, tmp_path))
+    err = one_line_error(run_app(app, [f"ckpt_path={bad}", *extra], tmp_path))
     assert err.startswith(f"Error: ckpt_path {bad} is not a readable checkpoint")
 
 
-def test_a_checkpoint_written_with_old_keys_resumes_and_evaluates(tmp_path, run_env, tiny_ckpt):
+@pytest.mark.slow
+def test_a_checkpoint_written_with_old_keys_resumes_and_evaluates(tmp_path, tiny_run):
     """A run saved before issue 17 (logger.preview_samples, hardware.name, optimized_metric, no
     trainer.ceiling_samples) goes on: old values under their new names, removed keys dropped."""
-    run = tmp_path / "old_run"
-    shutil.copytree(tiny_ckpt.parents[1], run)
+    run = copy_run(tiny_run, tmp_path / "old_run")
     last = run / "checkpoints" / "last.pt"
     state = torch.load(last, weights_only=True)
     cfg = state["config"]
@@ -203,22 +201,22 @@ def test_a_checkpoint_written_with_old_keys_resumes_and_evaluates(tmp_path, run_
     cfg["optimized_metric"] = "val/f1"
     del cfg["trainer"]["ceiling_samples"]
     torch.save(state, last)
-    proc = run_module("train", [f"ckpt_path={last}", "trainer.epochs=2", "trainer.progress=false",
-                                "data.progress=false"], run_env, tmp_path)
+    proc = run_app("train", [f"ckpt_path={last}", "trainer.epochs=3", "trainer.progress=false",
+                             "data.progress=false"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in (run / "previews").glob("epoch_002_*.png")) == ["epoch_002_0.png"]
+    assert sorted(p.name for p in (run / "previews").glob("epoch_003_*.png")) == ["epoch_003_0.png"]
     resumed = checkpoint.load(last)["config"]
     assert resumed["trainer"]["preview_samples"] == 1 and resumed["trainer"]["ceiling_samples"] == 32
     assert "preview_samples" not in resumed["logger"] and "name" not in resumed["hardware"]
     assert "optimized_metric" not in resumed
-    proc = run_module("evaluate", [f"ckpt_path={last}", "data.progress=false", "ceiling.samples=0",
-                                   f"hydra.run.dir={tmp_path / 'eval'}"], run_env, tmp_path)
+    proc = run_app("evaluate", [f"ckpt_path={last}", "data.progress=false", "ceiling.samples=0",
+                                f"hydra.run.dir={tmp_path / 'eval'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 # ------------------------------------------------------------------ items 11 and 12: command lines
-def test_home_tilde_path_is_one_line_saying_how(tmp_path, run_env):
-    err = one_line_error(run_module("train", ["data=deep_crown", "data.root=~/data/fires"], run_env, tmp_path))
+def test_home_tilde_path_is_one_line_saying_how(tmp_path):
+    err = one_line_error(run_app("train", ["data=deep_crown", "data.root=~/data/fires"], tmp_path))
     assert err == ("Error: data.root=~/data/fires: Hydra reads '~' as its delete operator, so a home-relative "
                    "path is not expanded; write data.root=$HOME/data/fires (the shell expands $HOME) or an "
                    "absolute path")

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 
-TINY = ["debug=fast", "logger=none", "trainer.progress=false"]
+from conftest import run_module
+
+pytestmark = pytest.mark.slow  # every test here runs a sweep in a real process (the launcher is the point)
+
+JOB = ["debug=fast", "logger=none", "trainer.progress=false"]  # every sweep job: debug=fast, 3 batches an epoch
 
 
 def sweep(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "emberformer.train", "-m", *args, *TINY], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=420)
+    proc = run_module("train", ["-m", *args, *JOB], env, cwd, timeout=420)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
@@ -68,9 +71,8 @@ def test_grid_multirun_through_joblib(tmp_path, run_env):
 
 def test_grid_sweep_with_a_bad_job_runs_the_rest_and_writes_its_summary(tmp_path, run_env):
     # issue 12 item 6: the bad job is one line, the good one runs, summary.csv lists both
-    proc = subprocess.run([sys.executable, "-m", "emberformer.train", "-m", "hardware.batch_size=4,0",
-                           "trainer.epochs=1", *TINY], cwd=tmp_path, env=run_env, capture_output=True,
-                          text=True, timeout=420)
+    proc = run_module("train", ["-m", "hardware.batch_size=4,0", "trainer.epochs=1", *JOB], run_env, tmp_path,
+                      timeout=420)
     assert proc.returncode == 1, proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("Error: ")]

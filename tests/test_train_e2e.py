@@ -1,43 +1,19 @@
-"""`python -m emberformer.train` end to end in a subprocess, on tiny built-in synthetic fires."""
+"""`python -m emberformer.train` end to end (in this process, see conftest.run_app), on tiny built-in
+synthetic fires."""
 from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow  # every test here trains in a subprocess
-
-TINY = ["debug=fast", "logger=none", "trainer.limit_batches=null"]
+from conftest import TINY, one_line_error, run_app
 
 
-def run_train(args: list[str], env: dict, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emberformer.train", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def only_run_dir(cwd: Path) -> Path:
-    dirs = [p for p in (cwd / "outputs").glob("*/*") if p.is_dir()]
-    assert len(dirs) == 1, dirs
-    return dirs[0]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, cache_dir):
-    import os
-
-    cwd = tmp_path_factory.mktemp("run")
-    env = dict(os.environ, EMBERFORMER_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
-    proc = run_train(TINY, env, cwd)
-    return proc, only_run_dir(cwd) if (cwd / "outputs").exists() else None
-
-
+@pytest.mark.slow
 def test_two_epoch_run_prints_the_seed_console(tiny_run):
-    proc, _ = tiny_run
+    proc = tiny_run.result
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "Starting Training: 2 epochs" in out
@@ -56,8 +32,9 @@ def test_two_epoch_run_prints_the_seed_console(tiny_run):
     assert "copy-last val" in out
 
 
+@pytest.mark.slow
 def test_two_epoch_run_writes_its_files(tiny_run):
-    proc, run_dir = tiny_run
+    proc, run_dir = tiny_run.result, tiny_run.folder
     assert proc.returncode == 0, proc.stderr[-3000:]
     split = json.loads((run_dir / "split.json").read_text())
     assert set(split) == {"train", "val", "test"} and len(split["val"]) >= 1 and len(split["test"]) >= 1
@@ -81,31 +58,23 @@ def test_two_epoch_run_writes_its_files(tiny_run):
     assert not (run_dir / "wandb").exists()  # logger=none writes no W&B files
 
 
-def test_missing_data_root_is_one_line_exit_2(tmp_path, run_env):
-    proc = run_train(["data=deep_crown", f"data.root={tmp_path / 'nope'}", "logger=none"], run_env, tmp_path)
-    assert proc.returncode == 2
-    err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("Error: data.root ") and "nope" in err[0]
-    assert "expected ROOT/landscape" in err[0] and "Traceback" not in proc.stderr
+def test_missing_data_root_is_one_line_exit_2(tmp_path):
+    err = one_line_error(run_app("train", ["data=deep_crown", f"data.root={tmp_path / 'nope'}", "logger=none"],
+                                 tmp_path))
+    assert err.startswith("Error: data.root ") and "nope" in err and "expected ROOT/landscape" in err
 
 
-def test_bad_loss_weight_is_one_line_exit_2(tmp_path, run_env):
-    proc = run_train(["loss.bce_weight=-1", "logger=none"], run_env, tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == "Error: loss.bce_weight must be >= 0, got -1"
-
-
-def test_early_stopping_block_and_targets(tmp_path, run_env):
+@pytest.mark.slow
+def test_early_stopping_block_and_targets(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    proc = run_train([*TINY, "trainer.epochs=5", "early_stopping.patience=1", "early_stopping.min_delta=1.0",
-                      "trainer.progress=false"], run_env, a)
+    proc = run_app("train", [*TINY, "trainer.epochs=5", "early_stopping.patience=1",
+                             "early_stopping.min_delta=1.0"], a)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "\n🛑 Early stopping triggered!\n   Best val/f1: " in proc.stdout
     assert " at epoch 1\n   No improvement for 1 epochs\n" in proc.stdout
     assert "[Epoch 2/5]" in proc.stdout and "[Epoch 3/5]" not in proc.stdout
-    proc = run_train([*TINY, "trainer.epochs=5", "early_stopping.targets={val/acc:0.01,val/loss:100}",
-                      "trainer.progress=false"], run_env, b)
+    proc = run_app("train", [*TINY, "trainer.epochs=5", "early_stopping.targets={val/acc:0.01,val/loss:100}"], b)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "🎯 Target metrics achieved!" in proc.stdout and "[Epoch 2/5]" not in proc.stdout
     assert "targets val/acc=0.01, val/loss=100" in proc.stdout

@@ -4,16 +4,15 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from test_train_e2e import run_train
+from conftest import run_module
 
-pytestmark = pytest.mark.slow  # every test here trains in a subprocess
+pytestmark = pytest.mark.slow  # every test here trains in a real process: W&B's service and threads stay there
 
-TINY = ["debug=fast", "trainer.limit_batches=null", "trainer.log_metrics_every=2"]
+WANDB_RUN = ["debug=fast", "trainer.limit_batches=null", "trainer.log_metrics_every=2"]
 
 
 def leet(path: Path, *flags: str):
@@ -30,13 +29,9 @@ def history(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def wandb_run(tmp_path_factory, cache_dir):
-    import os
-
+def wandb_run(tmp_path_factory, run_env):
     cwd = tmp_path_factory.mktemp("wb")
-    env = dict(os.environ, EMBERFORMER_CACHE=str(cache_dir), WANDB_SILENT="true", PYTHONUNBUFFERED="1",
-               WANDB_CONFIG_DIR=str(cwd / "cfg"), WANDB_CACHE_DIR=str(cwd / "cache"))
-    proc = run_train(TINY, env, cwd)
+    proc = run_module("train", WANDB_RUN, run_env, cwd)
     run_dir = next((cwd / "outputs").glob("*/*"))
     return proc, run_dir
 
@@ -95,7 +90,7 @@ def test_offline_run_summary(wandb_run):
 
 def test_online_without_network_warns_once_and_trains(tmp_path, run_env):
     env = dict(run_env, WANDB_BASE_URL="http://127.0.0.1:9", WANDB_API_KEY="x" * 40)
-    proc = run_train(["debug=fast", "logger.mode=online", "logger.init_timeout=10"], env, tmp_path)
+    proc = run_module("train", ["debug=fast", "logger.mode=online", "logger.init_timeout=10"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("WARNING: W&B") == 1
     assert "Training complete!" in proc.stdout
@@ -104,7 +99,7 @@ def test_online_without_network_warns_once_and_trains(tmp_path, run_env):
 
 
 def test_multirun_gives_one_finished_run_per_job_in_one_group(tmp_path, run_env):
-    proc = run_train(["-m", "debug=fast", "loss.dice_weight=0.3,0.7"], run_env, tmp_path)
+    proc = run_module("train", ["-m", "debug=fast", "loss.dice_weight=0.3,0.7"], run_env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in (tmp_path / "multirun").glob("*/*/*") if p.is_dir() and p.name.isdigit())
     assert len(jobs) == 2
