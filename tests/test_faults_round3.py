@@ -18,32 +18,25 @@ from conftest import run_module
 
 
 @pytest.fixture(scope="module")
-def env(cache_dir, tmp_path_factory) -> dict:
-    wandb = tmp_path_factory.mktemp("wandb")
-    return dict(os.environ, EMBERFORMER_CACHE=str(cache_dir), PYTHONUNBUFFERED="1", MPLBACKEND="Agg",
-                WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(wandb),
-                WANDB_CACHE_DIR=str(wandb / "cache"), WANDB_CONFIG_DIR=str(wandb / "config"))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, env) -> Path:
+def trained(tmp_path_factory, run_env) -> Path:
     """One finished tiny training run (debug=fast: 6 sequences split 4/1/1)."""
     cwd = tmp_path_factory.mktemp("train")
     proc = run_module("train", ["debug=fast", "logger=none", "trainer.progress=false", "data.progress=false",
-                                f"hydra.run.dir={cwd / 'run'}"], env, cwd)
+                                f"hydra.run.dir={cwd / 'run'}"], run_env, cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cwd / "run"
 
 
-def evaluate(run: Path, env: dict, out: Path, *extra: str):
+def evaluate(run: Path, run_env: dict, out: Path, *extra: str):
     proc = run_module("evaluate", [f"ckpt_path={run / 'checkpoints' / 'best.pt'}", "data.progress=false",
-                                   "examples=0", f"hydra.run.dir={out}", *extra], env, out.parent)
+                                   "examples=0", f"hydra.run.dir={out}", *extra], run_env, out.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads((out / "metrics.json").read_text()), (out / "report.md").read_text()
 
 
 # ------------------------------------------------------------------ item 3: overlap with training data
-def test_evaluate_warns_when_the_scored_split_holds_training_sequences(trained, env, tmp_path):
+@pytest.mark.slow
+def test_evaluate_warns_when_the_scored_split_holds_training_sequences(trained, run_env, tmp_path):
     split = json.loads((trained / "split.json").read_text())
     ids = sorted(i for seqs in split.values() for i in seqs)
     seed = next(s for s in range(1, 50)
@@ -52,7 +45,7 @@ def test_evaluate_warns_when_the_scored_split_holds_training_sequences(trained, 
     want = {"train": len(set(other) & set(split["train"])), "val": len(set(other) & set(split["val"])),
             "scored_sequences": len(other)}
 
-    proc, metrics, report = evaluate(trained, env, tmp_path / "reshuffled", f"data.split_seed={seed}")
+    proc, metrics, report = evaluate(trained, run_env, tmp_path / "reshuffled", f"data.split_seed={seed}")
     warnings = [ln for ln in proc.stdout.splitlines() if ln.startswith("WARNING:")]
     assert warnings and len(set(warnings)) == 1, proc.stdout
     line = warnings[0]
@@ -63,20 +56,21 @@ def test_evaluate_warns_when_the_scored_split_holds_training_sequences(trained, 
     assert f"**{line}**" in report
 
     # by default the checkpoint's own split is scored: held out, no warning
-    proc, metrics, report = evaluate(trained, env, tmp_path / "own")
+    proc, metrics, report = evaluate(trained, run_env, tmp_path / "own")
     assert "WARNING" not in proc.stdout and "WARNING" not in report
     assert metrics["split_overlap"] == {"train": 0, "val": 0, "scored_sequences": len(split["test"])}
 
     # split=val is the run's early-stopping split: said so, with the count
-    proc, metrics, _ = evaluate(trained, env, tmp_path / "val", "split=val")
+    proc, metrics, _ = evaluate(trained, run_env, tmp_path / "val", "split=val")
     assert metrics["split_overlap"]["val"] == len(split["val"]) and metrics["split_overlap"]["train"] == 0
     assert "split=val is one of the splits the run trained or early-stopped on" in proc.stdout
 
 
 # ------------------------------------------------------------------ item 18e: which checkpoint was scored
-def test_metrics_json_names_the_checkpoint_and_its_epoch(trained, env, tmp_path):
+@pytest.mark.slow
+def test_metrics_json_names_the_checkpoint_and_its_epoch(trained, run_env, tmp_path):
     best = trained / "checkpoints" / "best.pt"
-    _, metrics, _ = evaluate(trained, env, tmp_path / "ev")
+    _, metrics, _ = evaluate(trained, run_env, tmp_path / "ev")
     epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"]
     assert metrics["checkpoint"] == {"path": str(best.resolve()), "epoch": epoch, "epoch_complete": True}
 
@@ -96,8 +90,9 @@ def test_gap_closed_only_where_the_ceiling_is_ahead_of_copy_last():
     assert ceiling.gap_closed(0.9, 0.8, 1.0) == pytest.approx(0.5)
 
 
-def test_evaluate_report_says_what_a_missing_gap_means(trained, env, tmp_path):
-    proc, metrics, report = evaluate(trained, env, tmp_path / "ev")
+@pytest.mark.slow
+def test_evaluate_report_says_what_a_missing_gap_means(trained, run_env, tmp_path):
+    proc, metrics, report = evaluate(trained, run_env, tmp_path / "ev")
     assert evaluate_app.GAP_NOTE in report and evaluate_app.GAP_NOTE in proc.stdout
     prec = next(ln for ln in report.splitlines() if ln.startswith("| prec |"))
     if metrics["ceiling"]["prec"] <= metrics["copy_last"]["prec"] + ceiling.GAP_MARGIN:
@@ -137,10 +132,11 @@ def summary_of(run: Path) -> dict:
     return next(r["summary"] for r in records if "summary" in r)
 
 
-def test_a_test_pass_cut_short_gets_no_ceiling_or_gap_closed(trained, env, tmp_path):
+@pytest.mark.slow
+def test_a_test_pass_cut_short_gets_no_ceiling_or_gap_closed(trained, run_env, tmp_path):
     proc = run_module("train", ["debug=fast", "logger=none", "trainer.progress=false", "data.progress=false",
                                 "trainer.limit_batches=1", "hardware.batch_size=2",
-                                f"hydra.run.dir={tmp_path / 'run'}"], env, tmp_path)
+                                f"hydra.run.dir={tmp_path / 'run'}"], run_env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     said = [ln for ln in lines if ln.startswith("Simulator ceiling: left out")]
@@ -167,19 +163,20 @@ def wandb_runs(*folders: Path) -> list[str]:
     return sorted(str(p) for f in folders for p in f.rglob("offline-run-*") if p.is_dir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["all epochs", "early stop"])
-def test_resuming_a_finished_run_says_it_is_complete_and_writes_nothing(how, env, tmp_path):
+def test_resuming_a_finished_run_says_it_is_complete_and_writes_nothing(how, run_env, tmp_path):
     run = tmp_path / "run"
     extra = ["trainer.epochs=4", "early_stopping.targets={val/loss:100}"] if how == "early stop" else []
     proc = run_module("train", ["debug=fast", "logger=wandb", "trainer.progress=false", "data.progress=false",
-                                *extra, f"hydra.run.dir={run}"], env, tmp_path)
+                                *extra, f"hydra.run.dir={run}"], run_env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "result.json").read_text())["status"] == "ok"
     before, runs = snapshot(run), wandb_runs(run)
     assert runs  # the run itself opened one (offline)
     last = run / "checkpoints" / "last.pt"
     proc = run_module("train", [f"ckpt_path={last}", "trainer.progress=false", "data.progress=false",
-                                f"hydra.run.dir={tmp_path / 'again'}"], env, tmp_path)
+                                f"hydra.run.dir={tmp_path / 'again'}"], run_env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stdout
@@ -191,7 +188,7 @@ def test_resuming_a_finished_run_says_it_is_complete_and_writes_nothing(how, env
     assert wandb_runs(run, tmp_path / 'again') == runs  # no second W&B run
     # more epochs reopen it: the resume trains on (as before)
     proc = run_module("train", [f"ckpt_path={last}", "trainer.epochs=5", "trainer.progress=false",
-                                "data.progress=false", f"hydra.run.dir={tmp_path / 'more'}"], env, tmp_path)
+                                "data.progress=false", f"hydra.run.dir={tmp_path / 'more'}"], run_env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Run complete" not in proc.stdout and "Resumed at epoch" in proc.stdout
 

@@ -88,6 +88,7 @@ def test_study_whose_scores_differ_gets_importances_and_their_plot(tmp_path):
         assert im.format == "PNG" and im.size[0] > 100
 
 
+@pytest.mark.slow
 def test_a_sweep_at_debug_small_gives_trials_different_scores(tmp_path, run_env):
     """README's setting for trying a sweep: the sampler's first two trials train models that score
     differently (the second one, behind, is pruned at epoch 1 by the default pruner: its score is

@@ -179,6 +179,7 @@ def test_config_data_wsts_with_root_null_builds_the_built_in_set(tmp_path):
         instantiate(compose_config("data=wsts", "+data.simulated.fires=3").data)
 
 
+@pytest.mark.slow
 def test_a_bad_simulated_setting_is_one_line_exit_2(run_env, tmp_path):
     proc = run_module("train", ["data=wsts", "data.simulated.seed=x1", "logger=none",
                                 f"hydra.run.dir={tmp_path / 'run'}"], run_env, tmp_path)

@@ -49,15 +49,6 @@ def root(tmp_path_factory) -> Path:
     return write_root(tmp_path_factory.mktemp("wsts_train_root"))
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict[str, str]:
-    """A subprocess's environment: its own cache, no W&B, no network."""
-    out = dict(os.environ)
-    out.update({"EMBERFORMER_CACHE": str(tmp_path_factory.mktemp("wsts_train_cache")), "WANDB_MODE": "offline",
-                "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"})
-    return out
-
-
 def wsts_args(root: Path, *extra: str) -> list[str]:
     return ["experiment=wsts", f"data.root={root}", "logger=none", "hardware=cpu", "hardware.batch_size=4",
             "data.crop_size=32", "trainer.epochs=2", "trainer.progress=false", "data.progress=false", *extra]
@@ -166,9 +157,10 @@ def result_of(run_dir: Path) -> dict:
     return json.loads((run_dir / "result.json").read_text())
 
 
-def test_copy_last_scores_are_persistence_by_hand(root, env, tmp_path):
+@pytest.mark.slow
+def test_copy_last_scores_are_persistence_by_hand(root, run_env, tmp_path):
     proc = run_module("train", wsts_args(root, "model=copy_last", f"hydra.run.dir={tmp_path / 'run'}"),
-                      env, tmp_path)
+                      run_env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     want = persistence_by_hand(2021)  # fold 0: test year 2021
     test = result_of(tmp_path / "run")["test"]
@@ -182,13 +174,14 @@ def test_copy_last_scores_are_persistence_by_hand(root, env, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def emberformer_run(root, env, tmp_path_factory):
+def emberformer_run(root, run_env, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("wsts_ef")
     proc = run_module("train", wsts_args(root, "model=emberformer", *TINY_MODEL, f"hydra.run.dir={cwd / 'run'}"),
-                      env, cwd)
+                      run_env, cwd)
     return proc, cwd / "run"
 
 
+@pytest.mark.slow
 def test_emberformer_trains_and_reports_test_ap_first(emberformer_run):
     proc, run_dir = emberformer_run
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -207,10 +200,11 @@ def test_emberformer_trains_and_reports_test_ap_first(emberformer_run):
         "years": [2021], "fires": ["2021/fire_a", "2021/fire_c"]}
 
 
-def test_evaluate_of_the_checkpoint_scores_what_training_did(emberformer_run, env, tmp_path):
+@pytest.mark.slow
+def test_evaluate_of_the_checkpoint_scores_what_training_did(emberformer_run, run_env, tmp_path):
     _, run_dir = emberformer_run
     proc = run_module("evaluate", [f"ckpt_path={run_dir / 'checkpoints' / 'best.pt'}", "hardware=cpu",
-                                   f"hydra.run.dir={tmp_path / 'ev'}"], env, tmp_path)
+                                   f"hydra.run.dir={tmp_path / 'ev'}"], run_env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     test = result_of(run_dir)["test"]
@@ -222,27 +216,30 @@ def test_evaluate_of_the_checkpoint_scores_what_training_did(emberformer_run, en
     assert table == ["ap", "f1"]  # the field's metric first
 
 
-def test_emberformer_skip_trains_without_keep_last(root, env, tmp_path):
+@pytest.mark.slow
+def test_emberformer_skip_trains_without_keep_last(root, run_env, tmp_path):
     proc = run_module("train", wsts_args(root, "model=emberformer_skip", *TINY_MODEL, "trainer.epochs=1",
-                                         f"hydra.run.dir={tmp_path / 'run'}"), env, tmp_path)
+                                         f"hydra.run.dir={tmp_path / 'run'}"), run_env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Model: EmberFormer (segformer decoder, pixel skip of 2 frames)\n" in proc.stdout
     assert "test" in result_of(tmp_path / "run")
 
 
-def test_keep_last_is_refused_on_active_fire_targets(root, env, tmp_path):
+@pytest.mark.slow
+def test_keep_last_is_refused_on_active_fire_targets(root, run_env, tmp_path):
     """data=wsts with the default model (keep_last=true): one line, before any data is read."""
     proc = run_module("train", ["data=wsts", f"data.root={root}", "logger=none", "hardware=cpu",
-                                f"hydra.run.dir={tmp_path / 'run'}"], env, tmp_path)
+                                f"hydra.run.dir={tmp_path / 'run'}"], run_env, tmp_path)
     line = one_line_error(proc)
     assert "model.keep_last=true" in line and "set model.keep_last=false" in line
 
 
-def test_a_fold_sweep_ends_with_the_per_fold_ap_table(root, env, tmp_path):
+@pytest.mark.slow
+def test_a_fold_sweep_ends_with_the_per_fold_ap_table(root, run_env, tmp_path):
     sweep_dir = tmp_path / "sweep"
     proc = run_module("train", ["-m", *wsts_args(root, "model=emberformer", *TINY_MODEL, "trainer.epochs=1",
                                                  "data.fold=0,1", f"hydra.sweep.dir={sweep_dir}")],
-                      env, tmp_path, timeout=400)
+                      run_env, tmp_path, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     assert "Test scores of 2 job(s)" in out
