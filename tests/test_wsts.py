@@ -110,8 +110,15 @@ def expected_count(years, n: int) -> int:
 
 # --------------------------------------------------------------------------- folds and counts
 
+# The benchmark's list as Gerard et al. publish it (fold k is the k-th row)
+PUBLISHED_FOLDS = [
+    (2018, 2019, 2020, 2021), (2018, 2019, 2021, 2020), (2018, 2020, 2019, 2021), (2018, 2020, 2021, 2019),
+    (2018, 2021, 2019, 2020), (2018, 2021, 2020, 2019), (2019, 2020, 2018, 2021), (2019, 2020, 2021, 2018),
+    (2019, 2021, 2018, 2020), (2019, 2021, 2020, 2018), (2020, 2021, 2018, 2019), (2020, 2021, 2019, 2018)]
+
+
 def test_the_twelve_folds_are_the_published_orderings():
-    assert len(folds.FOLDS) == 12 and len(set(folds.FOLDS)) == 12
+    assert list(folds.FOLDS) == PUBLISHED_FOLDS
     f = folds.fold(3)
     assert (f.train, f.val, f.test) == ((2018, 2020), (2021,), (2019,))
     assert folds.fold(11).train == (2020, 2021) and folds.fold(11).test == (2018,)

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from emberformer.data import reader
 from emberformer.data.cache import wind_range
+from emberformer.data.dataset import pad_history
 from emberformer.data.frames import decode_mask
 
 
@@ -49,20 +50,10 @@ class PngSamples(Dataset):
 
 def dense_collate(items: list[dict]) -> dict:
     """The original approach's batches: unpacked uint8 frames and float32 static per sample."""
-    B = len(items)
-    T = max(it["fire"].shape[0] for it in items)
-    H = max(it["fire"].shape[1] for it in items)
-    W = max(it["fire"].shape[2] for it in items)
-    fire = torch.zeros(B, T, H, W, dtype=torch.uint8)
-    static = torch.zeros(B, items[0]["static"].shape[0], H, W)
-    target = torch.zeros(B, 1, H, W, dtype=torch.uint8)
-    wind = torch.zeros(B, T, 2)
-    valid_t = torch.zeros(B, T, dtype=torch.bool)
+    batch = pad_history(items)
+    _, _, H, W = batch["fire"].shape
+    static = torch.zeros(len(items), items[0]["static"].shape[0], H, W)
     for b, it in enumerate(items):
-        t, h, w = it["fire"].shape
-        fire[b, T - t:, :h, :w] = it["fire"]
+        _, h, w = it["fire"].shape
         static[b, :, :h, :w] = it["static"]
-        target[b, :, :h, :w] = it["target"]
-        wind[b, T - t:] = it["wind"]
-        valid_t[b, T - t:] = True
-    return {"fire": fire, "static": static, "target": target, "wind": wind, "valid_t": valid_t}
+    return {**batch, "static": static}

@@ -125,6 +125,10 @@ def read_index(cache_dir: str | Path) -> CacheIndex:
     return index
 
 
+#: what is wrong with a finished cache folder (None: nothing), as read_index finds it
+damage = atomic.problem_of(read_index, CacheError)
+
+
 def _write_index(folder: Path, body: dict) -> None:
     body = {"version": CACHE_VERSION, **body,
             "files": {p.name: p.stat().st_size for p in sorted(folder.glob("*.npy"))}}
@@ -206,14 +210,14 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
     out = Path(cache_dir).expanduser() / f"decoded-{_fingerprint(root, seqs)}"
     tempdirs.remove_stale(out.parent, TEMP_NAMES)
     if out.exists():
-        problem = _damage(out)
+        problem = damage(out)
         if problem is None:
             return out
         print(f"Note: {problem}; rebuilding it", flush=True)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     raster = None
     try:
-        with atomic.folder(out, tmp, _damage):
+        with atomic.folder(out, tmp, damage):
             raster = reader.read_landscape(root)
             _decode_into(tmp, root, seqs, raster, on_bad_sequence, progress)
     except OSError as e:
@@ -230,13 +234,6 @@ def build_cache(root: str | Path, cache_dir: str | Path, on_bad_sequence: str = 
     return out
 
 
-def _damage(folder: Path) -> str | None:
-    """What is wrong with a finished cache folder (None: nothing), as :func:`read_index` finds it."""
-    try:
-        read_index(folder)
-    except CacheError as e:
-        return str(e)
-    return None
 
 
 def _decode_into(tmp: Path, root: Path, seqs: list[reader.SequenceInfo], raster: np.ndarray,

@@ -68,23 +68,30 @@ class FireSamples(Dataset):
                 for _, t in self.samples]
 
 
-def collate(items: list[dict]) -> dict:
-    """Left-pad in time (``valid_t`` marks real steps) and pad space to the largest frame."""
+def pad_history(items: list[dict]) -> dict[str, torch.Tensor]:
+    """``fire``, ``target``, ``wind`` and ``valid_t`` of a batch: histories left-padded in time
+    (``valid_t`` marks real steps), frames padded in space to the largest (any last-axis unit:
+    packed bytes or pixels)."""
     B = len(items)
     T = max(it["fire"].shape[0] for it in items)
     H = max(it["fire"].shape[1] for it in items)
-    Wp = max(it["fire"].shape[2] for it in items)
-    fire = torch.zeros(B, T, H, Wp, dtype=torch.uint8)
-    target = torch.zeros(B, 1, H, Wp, dtype=torch.uint8)
+    W = max(it["fire"].shape[2] for it in items)
+    fire = torch.zeros(B, T, H, W, dtype=torch.uint8)
+    target = torch.zeros(B, 1, H, W, dtype=torch.uint8)
     wind = torch.zeros(B, T, 2)
     valid_t = torch.zeros(B, T, dtype=torch.bool)
     for b, it in enumerate(items):
-        t, h, wp = it["fire"].shape
-        fire[b, T - t:, :h, :wp] = it["fire"]
-        target[b, :, :h, :wp] = it["target"]
+        t, h, w = it["fire"].shape
+        fire[b, T - t:, :h, :w] = it["fire"]
+        target[b, :, :h, :w] = it["target"]
         wind[b, T - t:] = it["wind"]
         valid_t[b, T - t:] = True
-    return {"fire": fire, "target": target, "wind": wind, "valid_t": valid_t,
+    return {"fire": fire, "target": target, "wind": wind, "valid_t": valid_t}
+
+
+def collate(items: list[dict]) -> dict:
+    """Left-pad in time (``valid_t`` marks real steps) and pad space to the largest frame."""
+    return {**pad_history(items),
             "hw": torch.tensor([it["hw"] for it in items]),
             "window": torch.tensor([it["window"] for it in items]),
             "seq_id": torch.tensor([it["seq_id"] for it in items]),

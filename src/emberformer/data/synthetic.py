@@ -87,17 +87,10 @@ def generate(
     return root
 
 
-def ensure_synthetic(
-    cache_dir: str | Path,
-    *,
-    num_sequences: int,
-    size: int,
-    max_frames: int,
-    steps_per_frame: int,
-    seed: int,
-    progress: bool = True,
-) -> Path:
-    """Return the root of the data set with these settings under ``cache_dir``, generating it once.
+def ensure_synthetic(cache_dir: str | Path, *, progress: bool = True, **settings: int) -> Path:
+    """Return the root of the data set with these ``settings`` (the keyword arguments of
+    :func:`generate`: ``num_sequences``, ``size``, ``max_frames``, ``steps_per_frame``, ``seed``)
+    under ``cache_dir``, generating it once.
 
     The folder is ``cache_dir/synthetic-<hash>`` with the hash over (GENERATOR_VERSION, settings), so
     changed settings or generator code never reuse stale data. Generation goes to a temporary sibling
@@ -107,7 +100,7 @@ def ensure_synthetic(
     settings.json lists every file with its size; a data set whose files no longer match (a frame
     deleted or truncated, no list) is generated again, with a one-line notice.
     """
-    s = Settings.checked(num_sequences, size, max_frames, steps_per_frame, seed)
+    s = Settings.checked(**settings)
     cache_dir = Path(cache_dir).expanduser()
     record = {"generator_version": GENERATOR_VERSION, **s.as_dict()}
     key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
@@ -115,14 +108,14 @@ def ensure_synthetic(
     tempdirs.remove_stale(cache_dir, r"\.synthetic-[0-9a-f]+\.(?P<pid>\d+)-[0-9a-f]+\.tmp"
                                      r"|\.synthetic-[0-9a-f]+\.old(?P<pid2>\d+)-[0-9a-f]+")
     if final.exists():
-        problem = _damage(final)
+        problem = atomic.listed_files_problem(final)
         if problem is None:
             return final
         print(f"Note: synthetic data set {final} is damaged ({problem}); generating it again", flush=True)
 
     tmp = cache_dir / f".synthetic-{key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with atomic.folder(final, tmp, _damage):
+        with atomic.folder(final, tmp, atomic.listed_files_problem):
             generate(tmp, **s.as_dict(), progress=progress)
             files = {p.relative_to(tmp).as_posix(): p.stat().st_size
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -134,25 +127,6 @@ def ensure_synthetic(
     return final
 
 
-def _damage(root: Path) -> str | None:
-    """What is wrong with a finished data set folder (None: nothing), from settings.json's file list."""
-    try:
-        files = json.loads((root / "settings.json").read_text())["files"]
-        items = [(str(k), int(v)) for k, v in files.items()]
-    except FileNotFoundError:
-        return "settings.json is missing"
-    except KeyError:
-        return "settings.json has no file list (written by an older version)"
-    except (OSError, ValueError, TypeError, AttributeError):
-        return "settings.json is unreadable"
-    for rel, size in items:
-        try:
-            actual = (root / rel).stat().st_size
-        except OSError:
-            return f"{rel} is missing"
-        if actual != size:
-            return f"{rel} is {actual} bytes, {size} when it was written"
-    return None
 
 
 def _no_space_message(cache_dir: Path, s: Settings) -> str:

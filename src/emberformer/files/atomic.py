@@ -8,6 +8,7 @@ tell whether their writer still runs.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -75,3 +76,36 @@ def _publish(tmp: Path, final: Path, problem: Callable[[Path], str | None]) -> N
         if problem(final) is not None:  # not another process finishing the same folder first
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def listed_files_problem(root: Path, listing: str = "settings.json") -> str | None:
+    """What is wrong with a finished folder whose ``listing`` JSON file records every file's size
+    under ``"files"`` (None: nothing): the check a built data set gets before it is reused."""
+    try:
+        files = json.loads((root / listing).read_text())["files"]
+        items = [(str(k), int(v)) for k, v in files.items()]
+    except FileNotFoundError:
+        return f"{listing} is missing"
+    except KeyError:
+        return f"{listing} has no file list (written by an older version)"
+    except (OSError, ValueError, TypeError, AttributeError):
+        return f"{listing} is unreadable"
+    for rel, size in items:
+        try:
+            actual = (root / rel).stat().st_size
+        except OSError:
+            return f"{rel} is missing"
+        if actual != size:
+            return f"{rel} is {actual} bytes, {size} when it was written"
+    return None
+
+
+def problem_of(check: Callable[[Path], object], error: type[Exception]) -> Callable[[Path], str | None]:
+    """A :func:`folder` ``problem`` from a reader: ``check(folder)`` raising ``error`` is the problem."""
+    def problem(folder: Path) -> str | None:
+        try:
+            check(folder)
+        except error as e:
+            return str(e)
+        return None
+    return problem

@@ -101,12 +101,10 @@ def read_index(folder: str | Path) -> WSTSIndex:
     return index
 
 
-def _damage(folder: Path) -> str | None:
-    try:
-        read_index(folder)
-    except DataError as e:
-        return str(e)
-    return None
+#: what is wrong with a finished cache folder (None: nothing), as read_index finds it
+damage = atomic.problem_of(read_index, DataError)
+
+
 
 
 def _fingerprint(root: Path, fmt: str, fires: list[layout.FireSource]) -> str:
@@ -136,13 +134,13 @@ def build_cache(root: str | Path, cache_dir: str | Path, fmt: str = "auto",
     fires = layout.list_fires(root, YEARS, fmt, on_bad_sequence)
     out = Path(cache_dir).expanduser() / f"wsts-{_fingerprint(root, fmt, fires)}"
     tempdirs.remove_stale(out.parent, TEMP_NAMES)
-    problem = _damage(out) if out.exists() else "missing"
+    problem = damage(out) if out.exists() else "missing"
     if problem is not None:
         if out.exists():
             print(f"Note: {problem}; rebuilding it", flush=True)
         tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
         try:
-            with atomic.folder(out, tmp, _damage):
+            with atomic.folder(out, tmp, damage):
                 _decode_into(tmp, root, fmt, fires, on_bad_sequence, progress)
         except OSError as e:
             space = " (disk full: set data.cache_dir to a folder on another disk)" \

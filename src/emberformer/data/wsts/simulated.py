@@ -325,23 +325,6 @@ def generate(root: str | Path, s: SimulatedSettings, progress: bool = True) -> P
     return root
 
 
-def _damage(root: Path) -> str | None:
-    """What is wrong with a finished set (None: nothing), from its settings file's file list."""
-    try:
-        files = json.loads((root / SETTINGS_FILE).read_text())["files"]
-        items = [(str(k), int(v)) for k, v in files.items()]
-    except FileNotFoundError:
-        return f"{SETTINGS_FILE} is missing"
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return f"{SETTINGS_FILE} is unreadable"
-    for rel, size in items:
-        try:
-            actual = (root / rel).stat().st_size
-        except OSError:
-            return f"{rel} is missing"
-        if actual != size:
-            return f"{rel} is {actual} bytes, {size} when it was written"
-    return None
 
 
 def ensure_simulated(cache_dir: str | Path, settings: Mapping[str, Any], progress: bool = True) -> Path:
@@ -355,19 +338,19 @@ def ensure_simulated(cache_dir: str | Path, settings: Mapping[str, Any], progres
     s = SimulatedSettings.checked(settings)
     cache_dir = Path(cache_dir).expanduser()
     final = cache_dir / f"{PREFIX}{s.key}"
-    if final.exists() and _damage(final) is None:
+    if final.exists() and atomic.listed_files_problem(final, SETTINGS_FILE) is None:
         return final
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with locks.hold(cache_dir / f".{PREFIX}{s.key}.lock", timeout=LOCK_WAIT_S):
             tempdirs.remove_stale(cache_dir, TEMP_NAMES)
             if final.exists():
-                problem = _damage(final)
+                problem = atomic.listed_files_problem(final, SETTINGS_FILE)
                 if problem is None:
                     return final  # another process wrote it while this one waited
                 print(f"Note: the built-in WSTS set {final} is damaged ({problem}); writing it again", flush=True)
             tmp = cache_dir / f".{PREFIX}{s.key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-            with atomic.folder(final, tmp, _damage):
+            with atomic.folder(final, tmp, lambda f: atomic.listed_files_problem(f, SETTINGS_FILE)):
                 generate(tmp, s, progress)
                 files = {p.relative_to(tmp).as_posix(): p.stat().st_size
                          for p in sorted(tmp.rglob("*")) if p.is_file()}
