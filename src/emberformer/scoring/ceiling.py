@@ -234,7 +234,8 @@ def by_lead(data: Any, split: str, samples: int, horizon: int, pairs: list[tuple
     return None if out is None else {k: r["ceiling"] for k, r in out.items()}
 
 
-def gap_closed(model_f1: float, copy_last_f1: float, ceiling_f1: float) -> float | None:
-    """Share of the copy-last -> ceiling F1 gap a model closes (None when there is no gap)."""
-    gap = ceiling_f1 - copy_last_f1
-    return None if gap <= 0 else (model_f1 - copy_last_f1) / gap
+def gap_closed(model: float, copy_last: float, ceiling: float) -> float | None:
+    """Share of the copy-last -> ceiling gap in one score (F1, AP) a model closes (None when there
+    is no gap)."""
+    gap = ceiling - copy_last
+    return None if gap <= 0 else (model - copy_last) / gap
