@@ -32,7 +32,7 @@ def sample_order(n: int, count: int, seed: int) -> list[int]:
 
 
 def loader_rate(ds: Dataset, order: list[int], batch_size: int, workers: int, pin: bool,
-                collate_fn, finish=None) -> dict[str, float]:
+                collate_fn, finish=None, count_key: str = "fire") -> dict[str, float]:
     """Samples/s over all batches of ``order`` after the first (worker start-up, warm-up).
 
     ``finish`` is the main-process work that turns a batch into model inputs (for the cached
@@ -48,7 +48,7 @@ def loader_rate(ds: Dataset, order: list[int], batch_size: int, workers: int, pi
     for batch in it:
         if finish is not None:
             batch = finish(batch)
-        samples += int(batch["fire"].shape[0])
+        samples += int(batch[count_key].shape[0])
         batches += 1
     dt = time.perf_counter() - t0
     del it, loader

@@ -239,7 +239,7 @@ GAP_MARGIN = 0.01
 
 
 def gap_closed(model: float, copy_last: float, ceiling: float, *, lower_is_better: bool = False) -> float | None:
-    """Share of the copy-last -> ceiling gap on one metric that a model closes; None when the
+    """Share of the copy-last -> ceiling gap on one score (F1, AP, ...) that a model closes; None when the
     ceiling is not ahead of copy-last by more than GAP_MARGIN (no gap worth a share)."""
     gap = (copy_last - ceiling) if lower_is_better else (ceiling - copy_last)
     if gap <= GAP_MARGIN:

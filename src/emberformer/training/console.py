@@ -71,8 +71,9 @@ def results(summary: Mapping[str, Any], monitor: str, best: float, best_epoch: i
         if f"{prefix}f1" not in summary:
             continue
         out.append(f"  {label:<17} " + " ".join(f"{k}={summary[prefix + k]:.4f}" for k in keys))
-    if "gap_closed/test_f1" in summary:
-        line = f"  gap closed: {100 * summary['gap_closed/test_f1']:.1f}% of copy-last -> ceiling test F1"
+    if f"gap_closed/test_{first}" in summary:
+        line = (f"  gap closed: {100 * summary[f'gap_closed/test_{first}']:.1f}% of copy-last -> ceiling "
+                f"test {first.upper()}")
         if "ceiling_share/test_growth_f1" in summary:
             line += f"; growth F1 at {100 * summary['ceiling_share/test_growth_f1']:.1f}% of the ceiling's"
         out.append(line)

@@ -133,27 +133,34 @@ class WSTSSamples(Dataset):
             self._maps[fire.id] = self.index.array(fire)
         return self._maps[fire.id]
 
-    def crop_window(self, i: int, epoch: int) -> tuple[tuple[int, int, int, int], np.random.Generator | None]:
+    def window(self, i: int) -> np.ndarray:
+        """Sample i's n input days and its target day [n + 1, 23, H, W]: a view of the fire's
+        memory map (the data-loader benchmark's per-access readers decode these files instead)."""
+        k, t = self.samples[i]
+        return self.days(self.fires[k])[t:t + self.n + 1]
+
+    def crop_window(self, i: int, epoch: int, arr: np.ndarray | None = None
+                    ) -> tuple[tuple[int, int, int, int], np.random.Generator | None]:
         """(top, left, height, width) of sample i's crop in that epoch, chosen from the active-fire
         band alone (the other bands are read for the window only); for a training sample also the
-        generator, left where the crop's draws end, that draws the flips next."""
-        k, t = self.samples[i]
-        arr = self.days(self.fires[k])
+        generator, left where the crop's draws end, that draws the flips next. ``arr``: the
+        sample's :meth:`window`, when the caller has it."""
+        arr = self.window(i) if arr is None else arr
         H, W = arr.shape[-2:]
         if not self.train:
             (top, h), (left, w) = centre_window(H), centre_window(W)
             return (top, left, h, w), None
         rng = np.random.default_rng([self.seed, epoch, i])
-        top, left = best_crop(arr[t:t + self.n, AF_BAND], arr[t + self.n, AF_BAND] > 0, self.crop_size, rng)
+        top, left = best_crop(arr[:self.n, AF_BAND], arr[self.n, AF_BAND] > 0, self.crop_size, rng)
         return (top, left, min(self.crop_size, H), min(self.crop_size, W)), rng
 
     def __getitem__(self, key: int) -> dict:
         epoch, i = divmod(int(key), len(self))
         k, t = self.samples[i]
-        arr = self.days(self.fires[k])
-        (top, left, h, w), rng = self.crop_window(i, epoch)
-        days = arr[t:t + self.n, :, top:top + h, left:left + w]   # a view of the memory map
-        target = np.asarray(arr[t + self.n, AF_BAND, top:top + h, left:left + w]) > 0
+        arr = self.window(i)
+        (top, left, h, w), rng = self.crop_window(i, epoch, arr)
+        days = arr[:self.n, :, top:top + h, left:left + w]   # a view of the memory map
+        target = np.asarray(arr[self.n, AF_BAND, top:top + h, left:left + w]) > 0
         if rng is not None:  # flip_and_rotate corrects angles in place: on a copy of our own
             days, target, valid = pad_to(np.array(days), target, self.crop_size, self.crop_size)
             days, target, valid = flip_and_rotate(days, target, valid, rng)
