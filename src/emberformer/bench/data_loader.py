@@ -102,13 +102,20 @@ def stage_times(ds: Dataset, order: list[int], batch_size: int, batches: int,
             "shared_memory_ms": 1000 * t_shm / batches}
 
 
-def _check_loader(b: DictConfig, hw_workers: int, hw_batch: int) -> tuple[int, int, int]:
+def batches_and_size(b: DictConfig, hw_batch: int) -> tuple[int, int]:
+    """``bench.batches`` and the batch size (``bench.batch_size``, else the hardware preset's),
+    checked: ValueError names the key."""
     batches = b.batches
     if not isinstance(batches, int) or batches < 1:
         raise ValueError(f"bench.batches must be an integer >= 1, got {batches}")
     bs = b.batch_size or hw_batch
     if not isinstance(bs, int) or bs < 1:
         raise ValueError(f"bench.batch_size must be null or an integer >= 1, got {bs}")
+    return batches, bs
+
+
+def _check_loader(b: DictConfig, hw_workers: int, hw_batch: int) -> tuple[int, int, int]:
+    batches, bs = batches_and_size(b, hw_batch)
     workers = b.num_workers
     if workers is None:
         workers = hw_workers if hw_workers > 0 else 2

@@ -14,7 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from emberformer.bench.data_loader import loader_rate, sample_order
+from emberformer.bench.data_loader import batches_and_size, loader_rate, sample_order
 from emberformer.bench.wsts_samples import Hdf5PerAccess, TifPerAccess, write_hdf5
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.wsts.samples import collate
@@ -22,14 +22,6 @@ from emberformer.data.wsts.samples import collate
 WORKERS = 1
 
 
-def _check(b: DictConfig, hw_batch: int) -> tuple[int, int]:
-    batches = b.batches
-    if not isinstance(batches, int) or batches < 1:
-        raise ValueError(f"bench.batches must be an integer >= 1, got {batches}")
-    bs = b.batch_size or hw_batch
-    if not isinstance(bs, int) or bs < 1:
-        raise ValueError(f"bench.batch_size must be null or an integer >= 1, got {bs}")
-    return batches, bs
 
 
 def bench_wsts_loader(cfg: DictConfig) -> float:
@@ -38,7 +30,7 @@ def bench_wsts_loader(cfg: DictConfig) -> float:
     run_dir = run_folder()
     hw = instantiate(cfg.hardware)
     loader_kw = hw.loader_settings()
-    batches, bs = _check(cfg.bench, loader_kw["batch_size"])
+    batches, bs = batches_and_size(cfg.bench, loader_kw["batch_size"])
     data = instantiate(cfg.data, **loader_kw)
     if not hasattr(data, "n_leading_observations"):
         raise ValueError("bench=wsts_loader measures data=wsts (it sets it): drop the data= override")

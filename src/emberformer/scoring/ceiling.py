@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from emberformer.data import simulator
 from emberformer.data.simulator import Replay
 from emberformer.files import atomic
-from emberformer.scoring.metrics import Calibration, PixelMetrics
+from emberformer.scoring.metrics import Calibration, PixelMetrics, check_threshold
 
 CEILING_VERSION = 1
 NO_SIMULATOR = "Simulator ceiling: not available for this data (no simulator state to restore; only data=synthetic and the built-in set of data=wsts have one)"
@@ -125,13 +125,18 @@ def _simulator_settings(data: Any, samples: int, threshold: float) -> dict | Non
     if gen is None:
         print(NO_SIMULATOR, flush=True)
         return None
+    check_ensemble(data, samples, threshold)
+    return gen
+
+
+def check_ensemble(data: Any, samples: int, threshold: float) -> None:
+    """``ceiling.samples`` and ``metrics.pred_thresh`` checked (one-line ValueError naming the
+    key), and ``data`` set up: what every simulator ceiling needs before its first run."""
     if int(samples) < 1:
         raise ValueError(f"ceiling.samples must be >= 1, got {samples}")
-    if not 0 < float(threshold) < 1:
-        raise ValueError(f"metrics.pred_thresh must be in (0, 1), got {threshold}")
+    check_threshold(threshold)
     if not data.datasets:
         data.setup()
-    return gen
 
 
 def _read_cache(path: Path, key: dict) -> Any | None:

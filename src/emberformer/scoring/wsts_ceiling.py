@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from emberformer.data import simulator
 from emberformer.data.wsts.simulated import SimulatedFire, simulate_fire, year_world
 from emberformer.files import atomic
-from emberformer.scoring.ceiling import run_seeds, step_states
+from emberformer.scoring.ceiling import check_ensemble, run_seeds, step_states
 from emberformer.scoring.metrics import Calibration, PixelMetrics
 
 VERSION = 1
@@ -69,12 +69,7 @@ def compute(data: Any, split: str = "test", samples: int = 32, threshold: float 
             progress: bool = True) -> dict[str, dict[str, float]] | None:
     """``{"ceiling": {...}, "copy_last": {...}}`` on ``split`` of a WSTS data module on the built-in
     set (keys as ``PixelMetrics.compute`` plus ``ece`` and ``samples``); cached."""
-    if int(samples) < 1:
-        raise ValueError(f"ceiling.samples must be >= 1, got {samples}")
-    if not 0 < float(threshold) < 1:
-        raise ValueError(f"metrics.pred_thresh must be in (0, 1), got {threshold}")
-    if not data.datasets:
-        data.setup()
+    check_ensemble(data, samples, threshold)
     path, key = _cache_file(data, split, samples, threshold)
     try:
         cached = json.loads(path.read_text())
