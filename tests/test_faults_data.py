@@ -354,7 +354,7 @@ def test_cli_ctrl_c_during_the_simulation_is_one_line_exit_130(tmp_path, run_env
             assert proc.poll() is None and time.time() < deadline, "the simulation did not start"
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()

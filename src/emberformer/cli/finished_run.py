@@ -17,6 +17,8 @@ from emberformer.cli.run_config import overrides
 
 # overrides that give a finished run something to do: more epochs, or another stopping rule
 REOPENS = ("trainer.epochs", "early_stopping")
+# overrides the resume path must check (and refuses when the weights do not fit): not "complete"
+CHECKED = ("model",)
 
 
 def complete_message(cfg: DictConfig, ckpt: dict[str, Any] | None, run_dir: Path) -> str | None:
@@ -33,6 +35,8 @@ def complete_message(cfg: DictConfig, ckpt: dict[str, Any] | None, run_dir: Path
     except (OSError, ValueError, AttributeError):
         return None
     if status != "ok":  # stopped or failed in the test pass: the resume finishes it
+        return None
+    if any(key == c or key.startswith(c + ".") for key, _ in overrides() for c in CHECKED):
         return None
     epoch, epochs = int(ckpt["epoch"]), int(cfg.trainer.epochs)
     early = ckpt.get("early_stopping") or {}
