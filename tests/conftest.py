@@ -35,7 +35,7 @@ import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pytest
 import torch
@@ -86,12 +86,18 @@ def run_env(cache_dir, tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def _test_environment(run_env, monkeypatch) -> None:
+def _test_environment(run_env, monkeypatch) -> Iterator[None]:
     """Every test sees ``run_env`` in ``os.environ`` (so in-process apps and helpers read the
     private cache and offline W&B); whatever a test changes there is put back after it."""
     for key, value in run_env.items():
         if os.environ.get(key) != value:
             monkeypatch.setenv(key, value)
+    yield
+    # an ignored SIGINT would be inherited by every later subprocess, which Ctrl-C could not stop
+    signals = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    for sig, handler in signals.items():
+        if signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
 
 
 @pytest.fixture

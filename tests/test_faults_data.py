@@ -347,7 +347,8 @@ def test_cli_ctrl_c_during_the_simulation_is_one_line_exit_130(tmp_path, run_env
     proc = subprocess.Popen(
         [sys.executable, "-m", "emberformer.train", "data.num_sequences=400", f"data.cache_dir={cache}",
          "data.progress=false", "logger=none", "hardware=cpu", f"hydra.run.dir={run_dir}"],
-        cwd=tmp_path, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a shell, whatever pytest's state
     try:
         deadline = time.time() + 180
         while not list(cache.glob(".synthetic-*.tmp/fire_frames/sequence_*")):  # simulating
