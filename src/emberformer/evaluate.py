@@ -8,10 +8,8 @@ growth metrics, expected calibration error, and the same by history length. Writ
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -22,7 +20,7 @@ from torch.utils.data import DataLoader
 from emberformer.scoring import ceiling
 from emberformer.scoring import rollout
 from emberformer.scoring import split_overlap
-from emberformer.cli.errors import hydra_errors, user_errors
+from emberformer.cli.entry import hydra_app, start
 from emberformer.cli.run_folder import run_folder
 from emberformer.cli.checks import check_model_fits_data
 from emberformer.data.datamodule import SPLITS, FireDataModule
@@ -31,7 +29,7 @@ from emberformer.scoring.metrics import PixelMetrics, check_threshold
 from emberformer.scoring.scores import KEYS, Scores, leading
 from emberformer.training.step import Prediction, evaluate as evaluate_pass
 from emberformer.training.previews import sample_panel
-from emberformer.cli.run_config import CONF, build_model, scoring_config, upgrade_targets
+from emberformer.cli.run_config import build_model, scoring_config, upgrade_targets
 
 # ---------------------------------------------------------------------------------------- metrics
 Example = tuple[dict, np.ndarray]
@@ -278,12 +276,12 @@ def by_lead(model: nn.Module, data, split: str, horizon: int, hardware: Hardware
     return out
 
 
-@hydra.main(config_path=CONF, config_name="evaluate", version_base="1.3")
-def main(cfg: DictConfig) -> float:
-    with user_errors():
-        return evaluate(cfg)["model"]["f1"]
+def model_f1(cfg: DictConfig) -> float:
+    """The job's value under ``-m`` (a sweep over checkpoints): the model's F1."""
+    return evaluate(cfg)["model"]["f1"]
 
+
+main = hydra_app("evaluate", model_f1)
 
 if __name__ == "__main__":
-    with hydra_errors(sys.argv, "evaluate"):
-        main()
+    start(main, "evaluate")

@@ -10,10 +10,8 @@ frames T+1..T+K and ``sequence_<id>_from_<T>.gif`` of last observed frame | fore
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -22,14 +20,14 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Subset
 
 from emberformer.scoring import rollout
-from emberformer.cli.errors import hydra_errors, user_errors
+from emberformer.cli.entry import hydra_app, start
 from emberformer.scoring.metrics import check_threshold
 from emberformer.cli.run_folder import run_folder
 from emberformer.data.datamodule import FireDataModule
 from emberformer.data.dataset import FireSamples, collate, to_device
 from emberformer.data.frames import encode_mask, write_mask
 from emberformer.training.step import model_step
-from emberformer.cli.run_config import CONF, build_model, scoring_config
+from emberformer.cli.run_config import build_model, scoring_config
 
 GIF_MS = 400
 LABELS = ("history (last input)", "prediction", "truth")
@@ -143,12 +141,7 @@ def forecast(model, samples: FireSamples, sid: int, horizon: int, start: object,
     return paths
 
 
-@hydra.main(config_path=CONF, config_name="predict", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        predict(cfg)
-
+main = hydra_app("predict", predict)
 
 if __name__ == "__main__":
-    with hydra_errors(sys.argv, "predict"):
-        main()
+    start(main, "predict")

@@ -1,17 +1,14 @@
 """``python -m emberformer.bench [bench=table|data_loader|wsts_loader] [group=option] [key=value] ...``"""
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from emberformer.cli.errors import hydra_errors, user_errors
+from emberformer.cli.entry import hydra_app, start
 from emberformer.bench.batch_table import bench_table
 from emberformer.bench.data_loader import bench_data_loader
 from emberformer.bench.wsts_loader import bench_wsts_loader
-from emberformer.cli.run_config import CONF
 
 KINDS = {"table": bench_table, "data_loader": bench_data_loader, "wsts_loader": bench_wsts_loader}
 
@@ -25,12 +22,7 @@ def bench(cfg: DictConfig) -> Any:
     return KINDS[kind](cfg)
 
 
-@hydra.main(config_path=CONF, config_name="bench", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    with user_errors():
-        bench(cfg)
-
+main = hydra_app("bench", bench)
 
 if __name__ == "__main__":
-    with hydra_errors(sys.argv, "bench"):
-        main()
+    start(main, "bench")
