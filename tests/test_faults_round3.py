@@ -3,7 +3,6 @@ gap, copy-last's PR curve, resuming a finished run, the sweep table, metrics.jso
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,18 @@ from emberformer.data.datamodule import split_sequences
 from emberformer.scoring import ceiling
 from emberformer.scoring.metrics import PixelMetrics
 
-from conftest import run_module
+from conftest import run_app
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, run_env) -> Path:
-    """One finished tiny training run (debug=fast: 6 sequences split 4/1/1)."""
-    cwd = tmp_path_factory.mktemp("train")
-    proc = run_module("train", ["debug=fast", "logger=none", "trainer.progress=false", "data.progress=false",
-                                f"hydra.run.dir={cwd / 'run'}"], run_env, cwd)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return cwd / "run"
+@pytest.fixture
+def trained(tiny_run) -> Path:
+    """The session's finished tiny training run (debug=fast: 6 sequences split 4/1/1); read only."""
+    return tiny_run.folder
 
 
 def evaluate(run: Path, run_env: dict, out: Path, *extra: str):
-    proc = run_module("evaluate", [f"ckpt_path={run / 'checkpoints' / 'best.pt'}", "data.progress=false",
-                                   "examples=0", f"hydra.run.dir={out}", *extra], run_env, out.parent)
+    proc = run_app("evaluate", [f"ckpt_path={run / 'checkpoints' / 'best.pt'}", "data.progress=false",
+                                "examples=0", f"hydra.run.dir={out}", *extra], out.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads((out / "metrics.json").read_text()), (out / "report.md").read_text()
 
@@ -134,9 +129,9 @@ def summary_of(run: Path) -> dict:
 
 @pytest.mark.slow
 def test_a_test_pass_cut_short_gets_no_ceiling_or_gap_closed(trained, run_env, tmp_path):
-    proc = run_module("train", ["debug=fast", "logger=none", "trainer.progress=false", "data.progress=false",
+    proc = run_app("train", ["debug=fast", "logger=none", "trainer.progress=false", "data.progress=false",
                                 "trainer.limit_batches=1", "hardware.batch_size=2",
-                                f"hydra.run.dir={tmp_path / 'run'}"], run_env, tmp_path)
+                                f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     said = [ln for ln in lines if ln.startswith("Simulator ceiling: left out")]
@@ -168,15 +163,15 @@ def wandb_runs(*folders: Path) -> list[str]:
 def test_resuming_a_finished_run_says_it_is_complete_and_writes_nothing(how, run_env, tmp_path):
     run = tmp_path / "run"
     extra = ["trainer.epochs=4", "early_stopping.targets={val/loss:100}"] if how == "early stop" else []
-    proc = run_module("train", ["debug=fast", "logger=wandb", "trainer.progress=false", "data.progress=false",
-                                *extra, f"hydra.run.dir={run}"], run_env, tmp_path)
+    proc = run_app("train", ["debug=fast", "logger=wandb", "trainer.progress=false", "data.progress=false",
+                                *extra, f"hydra.run.dir={run}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run / "result.json").read_text())["status"] == "ok"
     before, runs = snapshot(run), wandb_runs(run)
     assert runs  # the run itself opened one (offline)
     last = run / "checkpoints" / "last.pt"
-    proc = run_module("train", [f"ckpt_path={last}", "trainer.progress=false", "data.progress=false",
-                                f"hydra.run.dir={tmp_path / 'again'}"], run_env, tmp_path)
+    proc = run_app("train", [f"ckpt_path={last}", "trainer.progress=false", "data.progress=false",
+                                f"hydra.run.dir={tmp_path / 'again'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stdout
@@ -186,9 +181,11 @@ def test_resuming_a_finished_run_says_it_is_complete_and_writes_nothing(how, run
     assert "Resumed at" not in proc.stdout and "wall time" not in proc.stdout
     assert snapshot(run) == before          # not a byte, not a timestamp
     assert wandb_runs(run, tmp_path / 'again') == runs  # no second W&B run
+    if how == "early stop":
+        return
     # more epochs reopen it: the resume trains on (as before)
-    proc = run_module("train", [f"ckpt_path={last}", "trainer.epochs=5", "trainer.progress=false",
-                                "data.progress=false", f"hydra.run.dir={tmp_path / 'more'}"], run_env, tmp_path)
+    proc = run_app("train", [f"ckpt_path={last}", "trainer.epochs=5", "trainer.progress=false",
+                                "data.progress=false", f"hydra.run.dir={tmp_path / 'more'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Run complete" not in proc.stdout and "Resumed at epoch" in proc.stdout
 
