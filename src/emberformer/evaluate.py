@@ -57,7 +57,8 @@ def score(model: nn.Module, loader: DataLoader, hardware: Hardware, device: torc
         for i in range(prob.shape[0]):
             if seen + i in wanted:
                 examples.append(({"fire": b["fire"][i].cpu(), "target": b["target"][i].cpu(),
-                                  "pixel_mask": b["mask"][i].cpu(), "seq_id": b["seq_id"][i], "t": b["t"][i]},
+                                  "pixel_mask": b["mask"][i].cpu(), "unknown": b["unknown"][i].cpu(),
+                                  "seq_id": b["seq_id"][i], "t": b["t"][i]},
                                  prob[i, 0].cpu().numpy()))
         seen += prob.shape[0]
 

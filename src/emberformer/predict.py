@@ -79,7 +79,7 @@ def predict(cfg: DictConfig) -> list[Path]:
     device = hardware.setup()
     data = instantiate(cfg.data, **hardware.loader_settings())
     if not isinstance(data, FireDataModule):
-        raise ValueError("predict draws one sequence of the built-in or real-layout data; a data=wsts model "
+        raise ValueError("predict draws one sequence of the built-in or real-layout data; a data=wsts or data=ndws model "
                          "is scored with python -m emberformer.evaluate ckpt_path=...")
     data.setup(need_splits=False)  # one sequence is predicted: any number of them will do
     sid = sequence_id(cfg.sequence, sorted(i for ids in data.split.values() for i in ids), data.layout_root)

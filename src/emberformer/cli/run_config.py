@@ -31,7 +31,7 @@ from emberformer.cli.run_folder import run_folder
 CONF = str(Path(__file__).resolve().parents[3] / "conf")
 COPY_LAST = "emberformer.models.copy_last.CopyLast"
 LAYOUT_READER = "emberformer.data.datamodule.FireDataModule"
-WSTS_READERS = "emberformer.data.wsts."  # data=wsts: its root is its own (never the layout reader's)
+WSTS_READERS = ("emberformer.data.wsts.", "emberformer.data.ndws.")  # data=wsts, data=ndws: their root is their own (never the layout reader's)
 SYNTHETIC_ONLY = ("num_sequences", "size", "max_frames", "steps_per_frame", "seed")
 # groups that decide the model: scoring a checkpoint never swaps them under its weights
 MODEL_GROUPS = ("model", "experiment", "debug", "hparams_search")
@@ -203,7 +203,7 @@ def scoring_config(cfg: DictConfig) -> tuple[DictConfig, dict[str, Any] | None]:
 
 def _use_layout_reader(data: DictConfig) -> None:
     """A ``data.root`` given: read that folder with FireDataModule (synthetic settings dropped).
-    WildfireSpreadTS data stays what it is: its ``data.root`` is a WildfireSpreadTS folder."""
+    WildfireSpreadTS and Next Day Wildfire Spread data stay what they are: their ``data.root`` is their own."""
     if str(data.get("_target_", "")).startswith(WSTS_READERS):
         return
     with open_dict(data):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from emberformer.data.cache import read_index
+from emberformer.data.target_mask import split_mask
 from emberformer.data.wsts import inputs as wsts_inputs
 
 
@@ -127,6 +128,6 @@ def to_device(batch: dict, device: torch.device, static: torch.Tensor) -> dict:
         "wind": batch["wind"].to(device, non_blocking=nb),
         "valid_t": batch["valid_t"].to(device, non_blocking=nb),
         "static": torch.stack(crops).float(),
-        "mask": (rows & cols).unsqueeze(1),
+        **split_mask((rows & cols).unsqueeze(1), batch, device),
         "seq_id": batch["seq_id"], "t": batch["t"],
     }

@@ -21,7 +21,8 @@ def training_banner(*, epochs: int, model_name: str, n_params: int, device: str,
                     loss: str, early_stopping: str, logger_lines: list[str], run_dir: Any,
                     resumed_at: tuple[int, int] | None, started_from: str | None = None) -> str:
     """The banner printed before the first epoch."""
-    unit = "sequences" if "data/train_sequences" in data else "fires"  # WildfireSpreadTS counts fires
+    # what a data set counts its samples in: sequences, fires (WildfireSpreadTS), files (NDWS)
+    unit = next((u for u in ("sequences", "fires", "files") if f"data/train_{u}" in data), "fires")
     lines = [
         f"Model: {model_name}",
         f"Parameters used: {n_params:,}",

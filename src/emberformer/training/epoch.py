@@ -142,7 +142,8 @@ def score_split(run: RunSetup, split: str, desc: str | None, *, copy_last: bool,
     def each(i: int, b: dict[str, Any], pred: Prediction, _copy: Prediction | None) -> None:
         if not previews:
             previews.append(({"fire": b["fire"][:k].cpu(), "target": b["target"][:k].cpu(),
-                              "pixel_mask": b["mask"][:k].cpu(), "seq_id": b["seq_id"][:k], "t": b["t"][:k]},
+                              "pixel_mask": b["mask"][:k].cpu(), "unknown": b["unknown"][:k].cpu(),
+                              "seq_id": b["seq_id"][:k], "t": b["t"][:k]},
                              pred.prob[:k].cpu()))
         if bar is not None and i % FLUSH_EVERY == 0:
             bar.set_postfix(loss=f"{scores.running_loss():.4f}")

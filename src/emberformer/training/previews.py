@@ -1,4 +1,8 @@
-"""Validation preview panels: last input | target | probability | error overlay."""
+"""Validation preview panels: last input | target | probability | error overlay.
+
+Pixels whose target is unknown (a batch's ``unknown``: Next Day Wildfire Spread's ``FireMask ==
+-1``) are grey in the target and error tiles: they are in no score, so they are neither hit nor miss.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +12,7 @@ from PIL import Image, ImageDraw
 
 # error overlay colours: true positive, false positive, false negative (background black)
 TP_RGB, FP_RGB, FN_RGB = (255, 255, 255), (230, 60, 40), (40, 120, 240)
+UNKNOWN_RGB = (128, 128, 128)
 
 
 def _viridis(x: np.ndarray) -> np.ndarray:
@@ -17,13 +22,17 @@ def _viridis(x: np.ndarray) -> np.ndarray:
 
 
 def panel(last: np.ndarray, target: np.ndarray, prob: np.ndarray, threshold: float,
-          caption: str) -> Image.Image:
-    """One preview image from [H,W] arrays: four tiles side by side and a caption strip."""
+          caption: str, unknown: np.ndarray | None = None) -> Image.Image:
+    """One preview image from [H,W] arrays: four tiles side by side and a caption strip;
+    ``unknown`` (bool [H,W]) pixels grey in the target and error tiles."""
     pred = prob > threshold
     tgt = target > 0.5
     err = np.zeros((*tgt.shape, 3), np.uint8)
     err[pred & tgt], err[pred & ~tgt], err[~pred & tgt] = TP_RGB, FP_RGB, FN_RGB
-    tiles = [_viridis(last.astype(np.float32)), _viridis(tgt.astype(np.float32)), _viridis(prob), err]
+    target_tile = _viridis(tgt.astype(np.float32))
+    if unknown is not None and unknown.any():
+        err[unknown] = target_tile[unknown] = UNKNOWN_RGB
+    tiles = [_viridis(last.astype(np.float32)), target_tile, _viridis(prob), err]
     h, w = tgt.shape
     scale = max(1, 160 // max(h, w))
     gap = 4
@@ -33,19 +42,24 @@ def panel(last: np.ndarray, target: np.ndarray, prob: np.ndarray, threshold: flo
         img.paste(im, (i * (w * scale + gap), 30))
     draw = ImageDraw.Draw(img)
     draw.text((2, 2), caption, fill=(0, 0, 0))
-    draw.text((2, 15), "last input | target | probability | TP white, FP red, FN blue", fill=(80, 80, 80))
+    legend = "last input | target | probability | TP white, FP red, FN blue"
+    if unknown is not None and unknown.any():
+        legend += ", unknown grey"
+    draw.text((2, 15), legend, fill=(80, 80, 80))
     return img
 
 
 def sample_panel(sample: dict, prob, threshold: float) -> tuple[Image.Image, str]:
-    """Panel and caption of one sample (fire [T,H,W], target / pixel_mask [1,H,W], prob [H,W]),
-    cropped to the sample's own frame."""
-    h, w = (int(v) for v in sample["pixel_mask"][0].nonzero().max(0).values + 1)
+    """Panel and caption of one sample (fire [T,H,W], target / pixel_mask / unknown [1,H,W],
+    prob [H,W]), cropped to the sample's own frame (scored and unknown pixels)."""
+    unknown = sample.get("unknown")
+    frame = sample["pixel_mask"][0] if unknown is None else sample["pixel_mask"][0] | unknown[0]
+    h, w = (int(v) for v in frame.nonzero().max(0).values + 1)
     sid, t = int(sample["seq_id"]), int(sample["t"])
     caption = f"sequence {sid}, input frames 0..{t} -> target frame {t + 1}"
     prob = prob.float().cpu().numpy() if hasattr(prob, "cpu") else np.asarray(prob)
     img = panel(sample["fire"][-1, :h, :w].numpy(), sample["target"][0, :h, :w].numpy(),
-                prob[:h, :w], threshold, caption)
+                prob[:h, :w], threshold, caption, None if unknown is None else unknown[0, :h, :w].numpy())
     return img, caption
 
 

@@ -13,7 +13,9 @@ its place in the list:
   reach the model as ``dynamic`` channels when ``data.features`` holds them.
 
 ``valid_t`` is all True (every sample has ``n`` real days); ``mask`` is the batch's ``valid``
-(False on padding), so padding never reaches the loss or the metrics.
+(False on padding), so padding never reaches the loss or the metrics, and also False where the
+batch's ``target_valid`` is (Next Day Wildfire Spread's uncertain pixels, ``target_mask.py``).
+Next Day Wildfire Spread batches come through here too: one day, its fire and static covariates.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from emberformer.data.target_mask import split_mask
 from emberformer.data.wsts.preprocess import AF_BINARY_CHANNEL, STATIC_CHANNELS
 
 
@@ -58,6 +61,6 @@ def to_device(batch: dict, device: torch.device) -> dict:
         "wind": torch.zeros(B, n, 2, device=device),
         "valid_t": batch["valid_t"].to(device, non_blocking=nb),
         "target": batch["target"].to(device, non_blocking=nb),
-        "mask": batch["valid"].to(device, non_blocking=nb),
+        **split_mask(batch["valid"].to(device, non_blocking=nb), batch, device),
         "seq_id": batch["fire_id"], "t": batch["t"],
     }

@@ -65,15 +65,16 @@ def pad_to(days: np.ndarray, target: np.ndarray, h: int, w: int) -> tuple[np.nda
 
 
 def flip_and_rotate(days: np.ndarray, target: np.ndarray, valid: np.ndarray,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    rng: np.random.Generator, angle_bands: tuple[int, ...] = DEGREE_BANDS
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random horizontal and vertical flip and rotation by k*90 degrees (counter-clockwise), the
-    angle bands (degrees clockwise from north) corrected to match.
+    angle bands (``angle_bands`` of axis 1, degrees clockwise from north) corrected to match.
 
     ``days`` must be the caller's own array: the angle correction is pointwise, so it is applied in
     place before the pixels move, and the results are views (the preprocessing makes the copy).
     """
     hflip, vflip, k = rng.random() > 0.5, rng.random() > 0.5, int(rng.integers(0, 4))
-    deg = list(DEGREE_BANDS)
+    deg = list(angle_bands)
     # mirroring left-right maps a -> 360 - a, top-bottom a -> 180 - a, turning by k*90 degrees
     # counter-clockwise a -> a - 90k: together a -> sign * a + offset (mod 360), one pass
     sign, offset = 1.0, 0.0
