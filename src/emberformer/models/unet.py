@@ -26,17 +26,18 @@ class EncoderWeightsError(ValueError):
     """``model.encoder_weights_path`` cannot be used: missing, unreadable or not fitting."""
 
 
-def _first_difference(module: nn.Module, state: dict[str, Any]) -> str | None:
-    """Why ``state`` does not fit ``module`` exactly (the first key), or None when it does."""
+def _first_difference(module: nn.Module, state: dict[str, Any]) -> tuple[int, str] | None:
+    """Why ``state`` does not fit ``module`` exactly: (how many keys fit before, the first key
+    that does not), or None when it fits."""
     own = module.state_dict()
-    for key, value in own.items():
+    for i, (key, value) in enumerate(own.items()):
         if key not in state:
-            return f"it has no {key}"
+            return i, f"it has no {key}"
         if not isinstance(state[key], torch.Tensor) or state[key].shape != value.shape:
             got = tuple(state[key].shape) if isinstance(state[key], torch.Tensor) else type(state[key]).__name__
-            return f"its {key} is {got}, the encoder's {tuple(value.shape)}"
+            return i, f"its {key} is {got}, the encoder's {tuple(value.shape)}"
     extra = sorted(set(state) - set(own))
-    return f"it has {extra[0]}, which the encoder has not" if extra else None
+    return (len(own), f"it has {extra[0]}, which the encoder has not") if extra else None
 
 
 def load_encoder_weights(encoder: nn.Module, path: str, encoder_name: str, depth: int, in_channels: int) -> None:
@@ -64,9 +65,10 @@ def load_encoder_weights(encoder: nn.Module, path: str, encoder_name: str, depth
         encoder.load_state_dict(state)
         return
     rgb = smp.encoders.get_encoder(encoder_name, in_channels=3, depth=depth, weights=None)
-    if _first_difference(rgb, state) is not None:  # report the mismatch against this model's encoder
-        raise EncoderWeightsError(f"{where} does not fit model.encoder_name={encoder_name} "
-                                  f"({in_channels} input channels): {why}")
+    rgb_why = _first_difference(rgb, state)
+    if rgb_why is not None:  # the reason of the closer fit (the one whose mismatch comes later)
+        raise EncoderWeightsError(f"{where} does not fit model.encoder_name={encoder_name} with 3 or "
+                                  f"{in_channels} input channels: {max(why, rgb_why)[1]}")
     rgb.load_state_dict(state)
     rgb.set_in_channels(in_channels, pretrained=True)
     encoder.load_state_dict(rgb.state_dict())
