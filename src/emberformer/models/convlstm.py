@@ -31,22 +31,22 @@ class ConvLSTMCell(nn.Module):
 
 
 class ConvLSTM(DaysAsChannels):
-    """``num_layers`` stacked ConvLSTM cells of ``hidden_channels`` over every input day."""
+    """``layers`` stacked ConvLSTM cells of ``hidden_channels`` over every input day."""
 
     name = "ConvLSTM"
     config = "convlstm"
 
     def __init__(self, static_channels: int, day_channels: int = 0, hidden_channels: int = 32,
-                 kernel_size: int = 3, num_layers: int = 2, **architecture: Any):
+                 kernel_size: int = 3, layers: int = 2, **architecture: Any):
         super().__init__(static_channels, day_channels, 1, **architecture)
-        for key, value in (("model.hidden_channels", hidden_channels), ("model.num_layers", num_layers)):
+        for key, value in (("model.hidden_channels", hidden_channels), ("model.layers", layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"model.kernel_size must be an odd integer >= 1, got {kernel_size!r}")
         first = self.step_channels + static_channels
         self.cells = nn.ModuleList(ConvLSTMCell(first if i == 0 else hidden_channels, hidden_channels, kernel_size)
-                                   for i in range(num_layers))
+                                   for i in range(layers))
         self.head = nn.Conv2d(hidden_channels, 1, 1)
 
     def forward(self, *, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,
