@@ -127,10 +127,10 @@ class Calibration:
         n, sp, st = self.stats.cpu()
         return float((sp - st).abs().sum() / n.sum()) if n.sum() > 0 else 0.0
 
-    def table(self) -> dict[str, list[float]]:
+    def table(self) -> dict[str, list[float | None]]:
         """The reliability diagram's numbers per bin: pixels, mean probability, observed frequency
-        (NaN in an empty bin)."""
+        (None in an empty bin: JSON null, and a cached table reads back equal)."""
         n, sp, st = self.stats.cpu().tolist()
-        mean = lambda s, k: s / k if k > 0 else float("nan")  # noqa: E731
+        mean = lambda s, k: s / k if k > 0 else None  # noqa: E731
         return {"count": n, "prob": [mean(a, k) for a, k in zip(sp, n)],
                 "freq": [mean(b, k) for b, k in zip(st, n)]}
