@@ -50,7 +50,8 @@ def test_evaluate_writes_metrics_report_and_figures(trained, test_eval):
     proc, out = test_eval
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) - {"checkpoint", "split_overlap"} == {"model", "copy_last", "ceiling"}  # built-in data: the simulator ceiling too
+    assert set(metrics) - {"checkpoint", "split_overlap"} == {"model", "copy_last", "ceiling", "brier_skill",
+                                                              "reliability"}  # built-in data: the simulator ceiling too
     assert set(metrics["ceiling"]) == set(metrics["model"])
     assert metrics["ceiling"]["f1"] == pytest.approx(trained["summary"]["ceiling/test_f1"], abs=1e-9)
     for block in (metrics[k] for k in ("model", "copy_last", "ceiling")):
@@ -73,6 +74,26 @@ def test_evaluate_writes_metrics_report_and_figures(trained, test_eval):
     examples = sorted((out / "examples").glob("example_*.png"))
     assert examples and all(p.read_bytes().startswith(PNG_MAGIC) for p in examples)
     assert "copy-last" in proc.stdout and "growth_f1" in proc.stdout
+    # the proper score: Brier skill against copy-last and the simulator's ensemble, reliability bins
+    assert metrics["model"]["brier"] == pytest.approx(trained["summary"]["test/brier"], abs=1e-6)
+    assert copy["brier"] == pytest.approx(trained["summary"]["copy_last/test_brier"], abs=1e-6)
+    assert metrics["ceiling"]["brier"] == pytest.approx(trained["summary"]["ceiling/test_brier"], abs=1e-9)
+    skill = metrics["brier_skill"]
+    assert skill["vs_copy_last"] == pytest.approx(1 - m_brier(metrics, "model") / m_brier(metrics, "copy_last"))
+    assert skill["vs_ensemble"] == pytest.approx(1 - m_brier(metrics, "model") / m_brier(metrics, "ceiling"))
+    assert f"- against copy-last: {skill['vs_copy_last']:.4f}" in report and "(reliability.png)" in report
+    for who in ("model", "ensemble"):
+        table = metrics["reliability"][who]
+        assert len(table["count"]) == len(table["prob"]) == len(table["freq"]) == 15
+        assert sum(table["count"]) > 0
+    assert sum(metrics["reliability"]["model"]["count"]) == sum(metrics["reliability"]["ensemble"]["count"])
+    png = (out / "reliability.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 5000
+    assert "Brier skill score against copy-last" in proc.stdout
+
+
+def m_brier(metrics: dict, who: str) -> float:
+    return metrics[who]["brier"]
 
 
 def test_evaluate_val_split_and_bad_split(trained, tmp_path):

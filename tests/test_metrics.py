@@ -56,7 +56,9 @@ def test_counts_growth_and_mask():
     assert out["growth_iou"] == pytest.approx(0.5)
     assert out["growth_acc"] == pytest.approx(2 / 3)
     assert set(out) == {"prec", "rec", "f1", "iou", "acc", "growth_prec", "growth_rec",
-                        "growth_f1", "growth_iou", "growth_acc", "ap"}
+                        "growth_f1", "growth_iou", "growth_acc", "ap", "brier"}
+    # valid pixels only: (0.1^2 + 0.1^2 + 0.8^2 + 0.1^2 + 0.2^2) / 5; (1,2) is outside the frame
+    assert out["brier"] == pytest.approx(0.71 / 5)
 
 
 def test_copy_last_scores_zero_growth_recall():
@@ -160,3 +162,43 @@ def test_ap_direct_histograms_and_no_positives():
     neg[2], neg[0] = 1, 1
     assert average_precision(pos, neg) == pytest.approx(5 / 6)
     assert average_precision(torch.zeros(4), neg) == 0.0
+
+
+def test_copy_last_brier_is_its_error_rate():
+    """Copy-last's probabilities are 0 or 1 (sigmoid of +-confidence), so each pixel's squared
+    error is (within 1e-4) 0 or 1 and its Brier score is the share of valid pixels it gets wrong: 1 - acc."""
+    from emberformer.models.copy_last import CopyLast
+
+    g = torch.Generator().manual_seed(0)
+    fire = (torch.rand(3, 2, 9, 7, generator=g) > 0.6).float()
+    target = ((torch.rand(3, 1, 9, 7, generator=g) > 0.5) | (fire[:, -1:] > 0.5)).float()
+    target[0, 0, :3] = 0  # old fire that went out: copy-last wrong there
+    mask = torch.ones(3, 1, 9, 7, dtype=torch.bool)
+    mask[1, :, 4:] = False
+    prob = torch.sigmoid(CopyLast()(fire=fire, valid_t=torch.ones(3, 2, dtype=torch.bool),
+                                    wind=torch.zeros(3, 2, 2), static=torch.zeros(3, 0, 9, 7)))
+    m = PixelMetrics()
+    m.update(prob, target, mask, fire[:, -1:] > 0.5)
+    out = m.compute()
+    wrong = ((fire[:, -1:] > 0.5) != (target > 0.5)) & mask
+    assert 0 < out["brier"] < 1
+    # sigmoid(+-10) is within 4.6e-5 of 1 and 0: each squared error within 1e-4 of 0 or 1
+    assert out["brier"] == pytest.approx(float(wrong.sum() / mask.sum()), abs=1e-4)
+    assert out["brier"] == pytest.approx(1 - out["acc"], abs=1e-4)
+
+
+def test_ensemble_brier_by_hand():
+    """The ceiling's probability is the share of its runs in which a pixel burns or burned; its
+    Brier score, computed by hand on 4 runs of a 1 x 3 grid."""
+    from emberformer.scoring.ceiling import ensemble_probability
+
+    runs = torch.zeros(4, 2, 1, 3, dtype=torch.bool)  # [runs, (burning, burned), H, W]
+    runs[:, 0, 0, 0] = True                   # pixel 0 burns in all 4 runs: p = 1
+    runs[0, 0, 0, 1] = runs[1, 1, 0, 1] = True  # pixel 1 burning in one, burned in another: p = 0.5
+    runs[2, 0, 0, 2] = True                   # pixel 2 in one run: p = 0.25
+    p = ensemble_probability(runs)
+    assert p.tolist() == [[1.0, 0.5, 0.25]]
+    target = torch.tensor([[[[1.0, 0.0, 1.0]]]])
+    m = PixelMetrics()
+    m.update(p[None, None], target, torch.ones(1, 1, 1, 3, dtype=torch.bool), torch.zeros(1, 1, 1, 3, dtype=torch.bool))
+    assert m.compute()["brier"] == pytest.approx((0.0 ** 2 + 0.5 ** 2 + 0.75 ** 2) / 3)

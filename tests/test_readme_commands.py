@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
 from omegaconf import OmegaConf
 
 from conftest import CONF, REPO
@@ -74,11 +75,13 @@ def _check_hydra_command(app: str, args: list[str]) -> None:
     for o in parsed:
         name = o.key_or_group
         if name in groups or name.startswith("hydra/"):
-            choice = o.value()
-            assert f"{name}/{choice}" in CREATED_BY_THE_READER or name.startswith("hydra/") \
-                or (CONF / name / f"{choice}.yaml").is_file(), f"{name}={choice}: no conf/{name}/{choice}.yaml"
-            if f"{name}/{choice}" in CREATED_BY_THE_READER:
-                return  # the rest of the command needs the reader's new file
+            value = o.value()
+            # a sweep over group options (model=copy_last,unet): each option must exist
+            for choice in (value.list if isinstance(value, ChoiceSweep) else [value]):
+                assert f"{name}/{choice}" in CREATED_BY_THE_READER or name.startswith("hydra/") \
+                    or (CONF / name / f"{choice}.yaml").is_file(), f"{name}={choice}: no conf/{name}/{choice}.yaml"
+                if f"{name}/{choice}" in CREATED_BY_THE_READER:
+                    return  # the rest of the command needs the reader's new file
         if not o.is_sweep_override():
             plain.append(o.input_line)
     cfg = _compose_with_hydra(plain, APPS[app])

@@ -2,8 +2,10 @@
 
 The model and the data are rebuilt from the checkpoint's saved config (plain ``key=value``
 overrides on top) and scored on one split beside the copy-last baseline: pixel metrics, AP,
-growth metrics, expected calibration error, and the same by history length. Writes
-``metrics.json``, ``report.md``, ``pr_curve.png`` and ``examples/example_N.png`` into the run folder.
+growth metrics, the Brier score, expected calibration error, and the same by history length;
+the Brier skill score against copy-last and, where a simulator is behind the data, against its
+ensemble probability. Writes ``metrics.json``, ``report.md``, ``pr_curve.png``,
+``reliability.png`` and ``examples/example_N.png`` into the run folder.
 """
 from __future__ import annotations
 
@@ -82,6 +84,7 @@ def ceiling_entry(scores: dict[str, float]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------- outputs
+LOWER_IS_BETTER = ("ece", "brier")
 NO_GAP = "-"  # the gap-closed cell of a metric on which the ceiling is not ahead of copy-last
 GAP_NOTE = (f"gap closed: the share of the copy-last -> ceiling distance the model covers, shown only where "
             f"the ceiling beats copy-last by more than {ceiling.GAP_MARGIN} ({NO_GAP} elsewhere: no gap to close)")
@@ -99,10 +102,56 @@ def side_by_side(result: dict[str, dict[str, float]], first: str = "f1") -> list
         row = (k, fmt(k, result["model"][k]), fmt(k, result["copy_last"][k]))
         if "ceiling" in result:
             m, c, top = result["model"][k], result["copy_last"][k], result["ceiling"][k]
-            gap = None if k == "samples" else ceiling.gap_closed(m, c, top, lower_is_better=k == "ece")
+            gap = None if k == "samples" else ceiling.gap_closed(m, c, top, lower_is_better=k in LOWER_IS_BETTER)
             row += (fmt(k, top), "" if k == "samples" else NO_GAP if gap is None else f"{100 * gap:.1f}%")
         rows.append(row)
     return rows
+
+
+def skill(brier: float, reference: float) -> float | None:
+    """Brier skill score 1 - brier / reference: 1 is perfect, 0 the reference's skill, < 0 worse
+    than it; None when the reference is perfect (nothing to improve on)."""
+    return 1.0 - brier / reference if reference > 0 else None
+
+
+def brier_skill(result: dict) -> dict[str, float | None]:
+    """metrics.json's ``brier_skill``: against copy-last and (with a simulator behind the data)
+    against the simulator's own ensemble probability."""
+    out = {"vs_copy_last": skill(result["model"]["brier"], result["copy_last"]["brier"])}
+    if "ceiling" in result:
+        out["vs_ensemble"] = skill(result["model"]["brier"], result["ceiling"]["brier"])
+    return out
+
+
+def skill_lines(skills: dict[str, float | None]) -> list[str]:
+    """The Brier skill scores as report lines."""
+    names = {"vs_copy_last": "copy-last", "vs_ensemble": "the simulator's ensemble probability"}
+    return [f"- against {names[k]}: " + ("-" if v is None else f"{v:.4f}") for k, v in skills.items()]
+
+
+def reliability_figure(path: Path, tables: dict[str, dict[str, list[float]]]):
+    """reliability.png: observed frequency against mean predicted probability per bin (the
+    diagonal is a calibrated forecast), and below it the pixels in each bin; returns the figure."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 6))
+    ax, counts = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="calibrated")
+    for (label, table), style in zip(tables.items(), ("o-", "^--", "s:")):
+        kept = [(p, f, n) for p, f, n in zip(table["prob"], table["freq"], table["count"]) if n > 0]
+        if not kept:
+            continue
+        probs, freqs, ns = zip(*kept)
+        ax.plot(probs, freqs, style, label=label)
+        counts.plot(probs, ns, style, label=label)
+    ax.set(ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1.02), title="Reliability")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    counts.set(xlabel="predicted probability (bin mean)", ylabel="pixels", yscale="log")
+    counts.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return fig
 
 
 def markdown(header: list[str], rows: list[tuple]) -> str:
@@ -209,10 +258,14 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
                                     thresh, int(cfg.examples), data.static_raster().to(device))
     result = total.result()
     samples = int(cfg.ceiling.samples)
+    reliability = {"model": total.calib["model"].table()}
     if samples:
         ceil = ceiling.ceiling_scores(data, cfg.split, samples, thresh)
         if ceil is not None:
             result["ceiling"] = ceiling_entry(ceil)
+            reliability["ensemble"] = ceil["reliability"]
+    result["brier_skill"] = brier_skill(result)
+    result["reliability"] = reliability
     if horizon > 1:
         result["by_lead"] = by_lead(model, data, cfg.split, horizon, hardware, device, thresh, samples)
     result["checkpoint"] = checkpoint_entry(cfg, ckpt)
@@ -229,6 +282,9 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=1))
     figures = [run_dir / "pr_curve.png"]
     pr_curve(figures[0], total.pixels["model"], result)
+    figures.append(run_dir / "reliability.png")
+    reliability_figure(figures[-1], {"model": reliability["model"],
+                                     **({"simulator ensemble": reliability["ensemble"]} if "ensemble" in reliability else {})})
     lead_md: list[str] = []
     if horizon > 1:
         figures.append(run_dir / "lead_time.png")
@@ -240,6 +296,8 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     table, hist = side_by_side(result, getattr(data, "primary_metric", "f1")), history_rows(by_len)
     name = getattr(model, "name", type(model).__name__)
     title = f"{name} on the {cfg.split} split ({result['model']['samples']} samples)"
+    skills = skill_lines(result["brier_skill"])
+    lead_md = ["## Brier skill score (1 - Brier / the reference's Brier)", "", *skills, "", *lead_md]
     write_report(run_dir / "report.md", title, table, hist, figures, lead_md, [warning] if warning else [])
     print(f"{title}, checkpoint: {cfg.ckpt_path or 'none'}")
     wide = "ceiling" in result
@@ -248,6 +306,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         print(f"  {key:<17}{a:>10}{b:>11}" + (f"{rest[0]:>10}{rest[1]:>12}" if rest else ""))
     if wide:
         print(f"  {GAP_NOTE}")
+    print("  Brier skill score " + "; ".join(line[2:] for line in skills))
     print(f"  {'history':>7}{'samples':>9}{'F1':>9}{'copy F1':>9}{'growth F1':>11}{'copy gF1':>10}")
     for row in hist:
         print(f"  {row[0]:>7}{row[1]:>9}" + "".join(f"{v:>{w}}" for v, w in zip(row[2:], (9, 9, 11, 10))))

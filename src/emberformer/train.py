@@ -18,7 +18,7 @@ from emberformer.cli.errors import hydra_errors, is_multirun, user_errors
 from emberformer.cli.run_config import CONF
 from emberformer.cli.run_folder import claim, owns, release_claims, run_folder, use_run_folder
 from emberformer.sweeps.pruning import TrialPruning
-from emberformer.sweeps.summary import test_scores, write_result
+from emberformer.sweeps.summary import run_facts, test_scores, write_result
 from emberformer.tracking.run_info import run_info
 from emberformer.training import checkpoint, distributed
 from emberformer.training.run_state import Interrupted
@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> float:
                        run_info=run_info(cfg), resume=resume, pruning=pruning, started_at=started)
     if distributed.is_main():
         write_result(run_folder(), "pruned" if pruning.pruned else "ok", best, early.best_epoch,
-                     test=test_scores(trainer.summary))
+                     test=test_scores(trainer.summary), facts=run_facts(trainer.summary))
     return best
 
 

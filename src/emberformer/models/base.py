@@ -19,7 +19,9 @@ own learning rates (``temporal``, ``spatial``).
 """
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -47,3 +49,15 @@ class FireModel(nn.Module, ABC):
     @abstractmethod
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Every parameter exactly once, keyed by ``temporal`` and ``spatial``."""
+
+
+def check_preset_keys(model: str, settings: Iterable[str], architecture: dict[str, Any]) -> None:
+    """Presets such as ``debug=fast`` and ``experiment=wsts`` size the EmberFormer under
+    ``model.``; a baseline accepts those keys and leaves them unused, and any other key it does not
+    take is a mistake that stops the run (a one-line ValueError naming it)."""
+    from emberformer.models.emberformer import EmberFormer
+
+    unknown = sorted(set(architecture) - set(inspect.signature(EmberFormer).parameters))
+    if unknown:
+        raise ValueError(f"model.{unknown[0]} is not a setting of model={model} "
+                         f"(its settings: {', '.join(settings) or 'none'})")

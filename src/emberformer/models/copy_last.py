@@ -2,12 +2,10 @@
 active fire is today's)."""
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
-from emberformer.models.base import FireModel, last_frame
+from emberformer.models.base import FireModel, check_preset_keys, last_frame
 
 
 class CopyLast(FireModel):
@@ -24,11 +22,7 @@ class CopyLast(FireModel):
         """Presets such as ``debug=fast`` size the EmberFormer under ``model.``; those keys are
         accepted and unused here, any other key is a mistake and stops the run."""
         super().__init__()
-        from emberformer.models.emberformer import EmberFormer
-
-        unknown = sorted(set(architecture) - set(inspect.signature(EmberFormer).parameters))
-        if unknown:
-            raise ValueError(f"model.{unknown[0]} is not a setting of model=copy_last (its setting: confidence)")
+        check_preset_keys("copy_last", ["confidence"], architecture)
         self.confidence = float(confidence)
 
     def forward(self, *, fire: torch.Tensor, valid_t: torch.Tensor, wind: torch.Tensor,

@@ -33,7 +33,7 @@ from emberformer.data.simulator import Replay
 from emberformer.files import atomic
 from emberformer.scoring.metrics import Calibration, PixelMetrics, check_threshold
 
-CEILING_VERSION = 1
+CEILING_VERSION = 2  # 2: Brier score and the reliability table in the result
 NO_SIMULATOR = "Simulator ceiling: not available for this data (no simulator state to restore; only data=synthetic and the built-in set of data=wsts have one)"
 
 
@@ -90,10 +90,20 @@ def step_states(rep: Replay, t: int, seeds: list[int], horizon: int = 1) -> Iter
             yield i + 1, state
 
 
-def _result(pixels: PixelMetrics, calib: Calibration, samples: int) -> dict[str, float]:
-    out = pixels.compute()
+def ensemble_probability(states: torch.Tensor) -> torch.Tensor:
+    """The ensemble's probability [H, W] from its runs' states bool [R, 2, H, W]: the fraction of
+    runs in which a pixel is burning or burned, the best probability forecast there is (its Brier
+    score is the ceiling's ``brier``)."""
+    return states.any(dim=1).float().mean(0)
+
+
+def ceiling_result(pixels: PixelMetrics, calib: Calibration, samples: int) -> dict[str, Any]:
+    """PixelMetrics' values with ``ece``, ``samples`` and the ``reliability`` table (per
+    probability bin: pixels, mean probability, observed frequency) that evaluate draws."""
+    out: dict[str, Any] = pixels.compute()
     out["ece"] = calib.compute()
     out["samples"] = samples
+    out["reliability"] = calib.table()
     return out
 
 
@@ -191,11 +201,11 @@ def _scores(data: Any, split: str, samples: int, threshold: float, horizon: int,
             for lead, state in enumerate(lead_states(rep, t, run_seeds(gen["seed"], sid, t, samples), horizon),
                                          start=1):
                 tgt = as4(ds.frame(sid, "iso", t + lead)).float()
-                for name, pr in (("ceiling", as4(state.any(dim=1).float().mean(0).numpy())),
+                for name, pr in (("ceiling", as4(ensemble_probability(state).numpy())),
                                  ("copy_last", lst.float())):
                     pixels[lead, name].update(pr, tgt, mask, lst)
                     calib[lead, name].update(pr, tgt, mask)
-    result = {k: {n: _result(pixels[k, n], calib[k, n], len(todo)) for n in names} for k in leads}
+    result = {k: {n: ceiling_result(pixels[k, n], calib[k, n], len(todo)) for n in names} for k in leads}
     stored = result[1] if pairs is None else {k: r["ceiling"] for k, r in result.items()}
     atomic.write_text(path, json.dumps({"key": key, "result": stored}, indent=1) + "\n")
     return result

@@ -4,7 +4,9 @@ Counts (tp, fp, fn, tn) are summed over every valid pixel of the epoch, so an ep
 F1 of all its pixels, not a mean of per-batch F1s. The same counts on *growth* pixels (not on fire
 in the last input frame) show whether a model predicts spread at all: copy-last scores perfectly
 on old fire and zero on growth. Average precision comes from fixed-bin histograms of the
-probabilities of positive and negative pixels, so it costs constant memory.
+probabilities of positive and negative pixels, so it costs constant memory. The Brier score
+(``brier``: the mean squared difference of the probability and the 0/1 target over the valid
+pixels) is the proper score of a probability forecast, which fits a stochastic target.
 """
 from __future__ import annotations
 
@@ -66,6 +68,7 @@ class PixelMetrics:
         self.counts = torch.zeros(8, dtype=torch.float64, device=self.device)
         self.pos_hist = torch.zeros(AP_BINS, dtype=torch.float64, device=self.device)
         self.neg_hist = torch.zeros(AP_BINS, dtype=torch.float64, device=self.device)
+        self.brier_sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # sum (p - y)^2, pixels
 
     @torch.no_grad()
     def update(self, prob: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
@@ -85,10 +88,12 @@ class PixelMetrics:
         valid = mask.flatten()
         self.pos_hist.scatter_add_(0, bins, (tgt.flatten() & valid).to(torch.float64))
         self.neg_hist.scatter_add_(0, bins, (~tgt.flatten() & valid).to(torch.float64))
+        err = (prob.clamp(0, 1).double() - tgt.double()).square()
+        self.brier_sums += torch.stack([(err * mask).sum(), mask.sum().double()])
 
     def all_reduce(self) -> None:
         """Sum the counts and the AP histograms over DDP ranks (a no-op in one process)."""
-        for t in (self.counts, self.pos_hist, self.neg_hist):
+        for t in (self.counts, self.pos_hist, self.neg_hist, self.brier_sums):
             distributed.all_reduce_(t)
 
     def compute(self) -> dict[str, float]:
@@ -97,6 +102,8 @@ class PixelMetrics:
         out = ratios(*c[:4])
         out.update({f"growth_{k}": v for k, v in ratios(*c[4:]).items()})
         out["ap"] = average_precision(self.pos_hist.cpu(), self.neg_hist.cpu())
+        err, n = self.brier_sums.tolist()
+        out["brier"] = err / n if n > 0 else 0.0
         return out
 
 
@@ -119,3 +126,11 @@ class Calibration:
         """sum_b n_b/N * |mean prob_b - mean target_b| = sum_b |sum prob_b - sum target_b| / N."""
         n, sp, st = self.stats.cpu()
         return float((sp - st).abs().sum() / n.sum()) if n.sum() > 0 else 0.0
+
+    def table(self) -> dict[str, list[float | None]]:
+        """The reliability diagram's numbers per bin: pixels, mean probability, observed frequency
+        (None in an empty bin: JSON null, and a cached table reads back equal)."""
+        n, sp, st = self.stats.cpu().tolist()
+        mean = lambda s, k: s / k if k > 0 else None  # noqa: E731
+        return {"count": n, "prob": [mean(a, k) for a, k in zip(sp, n)],
+                "freq": [mean(b, k) for b, k in zip(st, n)]}

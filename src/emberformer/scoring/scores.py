@@ -12,7 +12,7 @@ from emberformer.scoring.metrics import Calibration, PixelMetrics
 from emberformer.training import distributed
 
 # metrics.json / report.md rows, in order; the names of PixelMetrics and the W&B keys
-KEYS = ("f1", "iou", "prec", "rec", "acc", "ap", "growth_f1", "growth_prec", "growth_rec", "growth_iou",
+KEYS = ("f1", "iou", "prec", "rec", "acc", "ap", "brier", "growth_f1", "growth_prec", "growth_rec", "growth_iou",
         "ece", "samples")
 
 

@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 from emberformer.data import simulator
 from emberformer.data.wsts.simulated import SimulatedFire, simulate_fire, year_world
 from emberformer.files import atomic
-from emberformer.scoring.ceiling import check_ensemble, run_seeds, step_states
+from emberformer.scoring.ceiling import ceiling_result, check_ensemble, run_seeds, step_states
 from emberformer.scoring.metrics import Calibration, PixelMetrics
 
-VERSION = 1
+VERSION = 2  # 2: Brier score and the reliability table in the result
 
 
 def _fire_number(name: str, year: int) -> int:
@@ -112,11 +112,6 @@ def compute(data: Any, split: str = "test", samples: int = 32, threshold: float 
             for name, pr in (("ceiling", prob), ("copy_last", today.float())):
                 pixels[name].update(pr, tgt, valid, today)
                 calib[name].update(pr, tgt, valid)
-    result = {}
-    for name in names:
-        out = pixels[name].compute()
-        out["ece"] = calib[name].compute()
-        out["samples"] = len(ds)
-        result[name] = out
+    result = {name: ceiling_result(pixels[name], calib[name], len(ds)) for name in names}
     atomic.write_text(path, json.dumps({"key": key, "result": result}, indent=1) + "\n")
     return result

@@ -12,6 +12,12 @@ copy-last's on the same samples and pixels, and their mean +- std over the jobs 
 WildfireSpreadTS benchmark reports its 12 folds in), the monitored metric first; the same table
 goes to ``test_scores.csv``.
 
+A grid multirun also ends with the comparison table (``summary.md``, its numbers per job in
+``summary.csv``): one row per model (the jobs that differ only in ``seed``, as mean +- std), with
+test AP, F1, growth F1, Brier score, parameters, epochs and wall time, and below them copy-last
+and the simulator ceiling on the same test samples (``python -m emberformer.train -m
+model=copy_last,logistic,convlstm,unet,emberformer,emberformer_skip``; README, "Baselines").
+
 Grid multiruns: a failed job does not end the sweep in a traceback. Its failure is one line
 (``Error: job N (overrides): message``), every other job still runs, the summary lists it with its
 reason, and the multirun exits with status 1. An Optuna sweep goes on past failed trials too; one
@@ -38,8 +44,10 @@ from omegaconf import DictConfig, OmegaConf
 from emberformer.files import locks
 from emberformer.sweeps.pruning import TRIAL_ENV
 
-FIELDS = ["rank", "trial", "state", "status", "objective", "best_epoch", "epochs", "overrides", "run_dir",
-          "reason"]
+# the comparison's scores of best.pt on the test split (summary.md, summary.csv's test_* columns)
+COMPARED = ("ap", "f1", "growth_f1", "brier")
+FIELDS = ["rank", "trial", "state", "status", "objective", "best_epoch", "epochs", "model",
+          *(f"test_{k}" for k in COMPARED), "params", "wall_time_s", "overrides", "run_dir", "reason"]
 STATUS_STATE = {"ok": "complete", "pruned": "pruned", "failed": "failed", "stopped": "failed"}
 
 
@@ -68,7 +76,8 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
         for r in rows:
-            row = {k: r.get(k) for k in FIELDS}
+            model_test = (r.get("test") or {}).get("model", {})
+            row = {k: r.get(k) for k in FIELDS} | {f"test_{k}": model_test.get(k) for k in COMPARED}
             row["reason"] = " ".join(str(row["reason"] or "").split())  # one line per job
             w.writerow(row)
 
@@ -114,28 +123,43 @@ TEST_METRICS = ("ap", "f1", "iou", "prec", "rec")
 
 
 def test_scores(summary: dict[str, Any]) -> dict[str, dict[str, float]] | None:
-    """A run summary's test scores of best.pt and of copy-last (None without a test pass)."""
+    """A run summary's test scores of best.pt, of copy-last and (with a simulator behind the
+    data) of the ceiling; None without a test pass."""
     if "test/f1" not in summary:
         return None
-    return {"model": {k: float(summary[f"test/{k}"]) for k in TEST_METRICS},
-            "copy_last": {k: float(summary[f"copy_last/test_{k}"]) for k in TEST_METRICS
-                          if f"copy_last/test_{k}" in summary}}
+    keys = (*TEST_METRICS, *(k for k in COMPARED if k not in TEST_METRICS))
+    out = {who: {k: float(summary[f"{prefix}{k}"]) for k in keys if f"{prefix}{k}" in summary}
+           for who, prefix in (("model", "test/"), ("copy_last", "copy_last/test_"), ("ceiling", "ceiling/test_"))}
+    if not out["ceiling"]:
+        del out["ceiling"]
+    return out
+
+
+def run_facts(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the comparison shows of a run besides its scores: parameters and wall time."""
+    return {k: summary[k] for k in ("params_used", "wall_time_s") if k in summary}
 
 
 def write_result(run_dir: Path, status: str, objective: float | None = None,
                  best_epoch: int | None = None, reason: str = "",
-                 test: dict[str, dict[str, float]] | None = None) -> None:
+                 test: dict[str, dict[str, float]] | None = None, facts: dict[str, Any] | None = None) -> None:
     """Called by train at the end of every job: ok, pruned, failed or stopped; ``test``: the
-    test scores (:func:`test_scores`) when the run had a test pass."""
+    test scores (:func:`test_scores`) when the run had a test pass; ``facts``: :func:`run_facts`."""
     try:
         hc = HydraConfig.get()
         overrides = " ".join(o for o in hc.overrides.task if not o.startswith("hydra"))
         trial = (hc.job.get("env_set") or {}).get(TRIAL_ENV)
+        model = hc.runtime.choices.get("model")
     except ValueError:
-        overrides, trial = "", None
+        overrides, trial, model = "", None, None
     rec = {"status": status, "objective": objective, "best_epoch": best_epoch,
            "epochs": _epochs_run(run_dir), "overrides": overrides, "run_dir": str(run_dir), "reason": reason,
-           "trial": int(trial) if trial not in (None, "") else None}
+           "trial": int(trial) if trial not in (None, "") else None, "model": model}
+    facts = facts or {}
+    if "params_used" in facts:
+        rec["params"] = int(facts["params_used"])
+    if "wall_time_s" in facts:
+        rec["wall_time_s"] = float(facts["wall_time_s"])
     if test is not None:
         rec["test"] = test
     (Path(run_dir) / "result.json").write_text(json.dumps(rec, indent=1))
@@ -241,6 +265,73 @@ def write_test_table(sweep_dir: Path, metric: str = "objective") -> str | None:
     return "\n".join(lines)
 
 
+COMPARISON_HEADER = ["model", "jobs", "test AP", "test F1", "test growth F1", "test Brier", "parameters",
+                     "epochs", "wall time (s)"]
+
+
+def _spread(values: list[Any], digits: int = 4) -> str:
+    """``mean +- std`` of the numbers among ``values`` (the mean alone for one, or when they agree)."""
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not nums:
+        return "-"
+    mean, std = mean_std(nums)
+    text = f"{mean:.{digits}f}" if digits else f"{mean:.0f}"
+    return text if math.isnan(std) or std < 0.5 * 10 ** -digits else f"{text} +- {std:.{digits}f}"
+
+
+def comparison_rows(sweep_dir: Path) -> list[list[str]]:
+    """The comparison table's rows: one per model (jobs that differ only in ``seed=`` together,
+    in job order), then copy-last and the simulator ceiling on the same test samples (means over
+    every job, which all score the same split)."""
+    def job_order(r: dict[str, Any]) -> tuple[float, str]:
+        name = Path(str(r.get("run_dir", ""))).name
+        return (int(name) if name.isdigit() else math.inf, str(r.get("run_dir", "")))
+
+    rows = sorted((r for r in read_results(sweep_dir) if r.get("status") == "ok" and isinstance(r.get("test"), dict)),
+                  key=job_order)
+    if not rows:
+        return []
+    labels = [" ".join(t for t in label.split() if not t.startswith("seed=")) or str(r.get("model") or "-")
+              for label, r in zip(run_labels(rows), rows)]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for label, r in zip(labels, rows):
+        groups.setdefault(label, []).append(r)
+    table = []
+    for label, jobs in groups.items():
+        scores = [j["test"]["model"] for j in jobs]
+        table.append([label, str(len(jobs)), *(_spread([s.get(k) for s in scores]) for k in COMPARED),
+                      _spread([j.get("params") for j in jobs], 0), _spread([j.get("epochs") for j in jobs], 1),
+                      _spread([j.get("wall_time_s") for j in jobs], 1)])
+    for who, label in (("copy_last", "copy-last (persistence)"), ("ceiling", "simulator ceiling (ensemble)")):
+        scores = [r["test"][who] for r in rows if isinstance(r["test"].get(who), dict)]
+        if scores:
+            table.append([label, str(len(scores)), *(_spread([s.get(k) for s in scores]) for k in COMPARED),
+                          "0" if who == "copy_last" else "-", "-", "-"])
+    return table
+
+
+def write_comparison(sweep_dir: Path) -> str | None:
+    """summary.md: the comparison table (:func:`comparison_rows`); returns it as printed, or None
+    when no job reached a test pass."""
+    table = comparison_rows(sweep_dir)
+    if not table:
+        return None
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    md = ["# Comparison on the test split", "",
+          "best.pt of each job on the test split; copy-last and the simulator ceiling on the same samples. "
+          "Jobs that differ only in `seed` are one row, mean +- std (n - 1). Brier: mean squared error of "
+          "the probability (lower is better); epochs: those run; wall time: the whole run.", "",
+          line(COMPARISON_HEADER), "|" + "---|" * len(COMPARISON_HEADER), *map(line, table), ""]
+    (Path(sweep_dir) / "summary.md").write_text("\n".join(md))
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(COMPARISON_HEADER)]
+    out = [f"Comparison (test split) -> {Path(sweep_dir) / 'summary.md'}",
+           "  " + "  ".join(h.ljust(w) for h, w in zip(COMPARISON_HEADER, widths))]
+    out += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table]
+    return "\n".join(out)
+
+
 def relative_folder(run_dir: Any, sweep_dir: Path) -> str:
     """A job's run folder as the table shows it: relative to the sweep folder when inside it."""
     if not run_dir:
@@ -304,6 +395,9 @@ class SweepSummary(Callback):
         tests = write_test_table(sweep_dir, metric)
         if tests:
             print(tests, flush=True)
+        comparison = write_comparison(sweep_dir) if is_grid(config) else None  # a study's summary.md is its report
+        if comparison:
+            print(comparison, flush=True)
         report = sweep_dir / ("summary.md" if text else "summary.csv")
         if is_grid(config):
             results = read_results(sweep_dir)

@@ -67,7 +67,7 @@ def results(summary: Mapping[str, Any], monitor: str, best: float, best_epoch: i
     """The closing block: best epoch, then each split beside copy-last (``first``, the data's
     headline metric, leading each row), then the wall time."""
     out = [f"\nBest {monitor}: {best:.4f} at epoch {best_epoch}"]
-    keys = leading(("f1", "iou", "prec", "rec", "growth_f1", "ap"), first)
+    keys = leading(("f1", "iou", "prec", "rec", "growth_f1", "ap", "brier"), first)
     for label, prefix in RESULT_ROWS:
         if f"{prefix}f1" not in summary:
             continue

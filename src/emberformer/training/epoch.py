@@ -46,7 +46,7 @@ def train_epoch(run: RunSetup, state: RunState, epoch: int) -> tuple[dict[str, f
     seen = 0
     partial = state.take_partial()
     if partial is not None:  # resumed mid-epoch: carry the epoch's counts so far
-        for name in ("counts", "pos_hist", "neg_hist"):
+        for name in ("counts", "pos_hist", "neg_hist", "brier_sums"):
             if name in partial:  # checkpoints before the AP histograms were saved lack them
                 getattr(metrics, name).add_(partial[name].to(run.device))
         sums += partial["sums"].to(run.device)
@@ -122,7 +122,7 @@ def interrupt(run: RunSetup, state: RunState, epoch: int, seen: int, metrics: Pi
     path = run.checkpoints.path("last")
     if run.main:
         partial = {"seen": seen, "counts": metrics.counts.cpu(), "pos_hist": metrics.pos_hist.cpu(),
-                   "neg_hist": metrics.neg_hist.cpu(), "sums": sums.cpu()}
+                   "neg_hist": metrics.neg_hist.cpu(), "brier_sums": metrics.brier_sums.cpu(), "sums": sums.cpu()}
         run.checkpoints.save_partial(state, epoch, partial, run.logger.run_id)
         run.logger.finish(exit_code=128 + signum)
     raise Interrupted(signum, f"Interrupted at epoch {epoch}, step {state.global_step}; "

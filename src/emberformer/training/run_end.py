@@ -29,7 +29,7 @@ def ceiling_summary(run: RunSetup, summary: dict[str, Any]) -> dict[str, Any]:
     if ceil is None:  # no simulator behind the data: one line was printed
         return {}
     out: dict[str, Any] = prefixed("ceiling/test_", {k: v for k, v in ceil.items()
-                                                      if k not in ("ece", "samples")})
+                                                      if k not in ("ece", "samples", "reliability")})
     key = getattr(run.data, "primary_metric", "f1")
     gap = ceiling.gap_closed(summary[f"test/{key}"], summary[f"copy_last/test_{key}"], ceil[key])
     if gap is not None:
