@@ -19,7 +19,7 @@ from emberformer.cli.errors import user_errors
 from emberformer.data.reader import DataError
 from emberformer.data.wsts import folds
 from emberformer.data.wsts.datamodule import WSTSDataModule
-from emberformer.data.wsts.samples import best_crop, flip_and_rotate
+from emberformer.data.wsts.samples import best_crop, crop_first, flip_and_rotate, published_order
 
 YEARS = (2018, 2019, 2020, 2021)
 # (name, days, height, width, TIF storage): the second fire's images are another size
@@ -328,6 +328,33 @@ def test_flips_and_rotations_correct_the_angle_bands():
             assert np.allclose(d[0, [13, 19]], angle) and v.all()
             seen.add(angle % 360)
     assert seen == {0.0, 90.0, 180.0, 270.0}
+
+
+@pytest.mark.parametrize("crop, n", [(16, 2), (128, 1)])  # crops inside the images, and padded ones
+def test_the_loader_gives_the_published_orders_values_bit_for_bit(tif_root, wsts_cache, crop, n):
+    """The project's loader preprocesses the crop's real pixels straight into the flipped output;
+    the published order pads, flips, then preprocesses everything: the same numbers, NaN bands,
+    angle corrections and padding included, for every flip and rotation a few epochs draw."""
+    dm = module(tif_root, wsts_cache, fold=0, crop_size=crop, n_leading_observations=n)
+    missing = 0
+    for split in ("train", "val"):
+        ds = dm.datasets[split]
+        assert ds.make_sample is crop_first
+        epochs = 6 if split == "train" else 1
+        for key in range(epochs * len(ds)):
+            epoch, i = divmod(key, len(ds))
+            box, rng = ds.crop_window(i, epoch)
+            size = (crop, crop) if rng is not None else (32, 32)
+            state = None if rng is None else rng.bit_generator.state
+            got = crop_first(ds.window(i), n, box, rng, size, dm.mean, dm.std)
+            if state is not None:
+                rng.bit_generator.state = state
+            want = published_order(ds.window(i), n, box, rng, size, dm.mean, dm.std)
+            for a, b in zip(got, want):
+                assert a.dtype == b.dtype and a.shape == b.shape and a.flags.c_contiguous
+                np.testing.assert_array_equal(a, b, strict=True)
+            missing += int(np.isnan(ds.window(i)[:n, 3, box[0]:box[0] + box[2], box[1]:box[1] + box[3]]).sum())
+    assert missing > 0  # crops with missing NDVI were among them
 
 
 # --------------------------------------------------------------------------- cache

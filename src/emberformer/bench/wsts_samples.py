@@ -3,8 +3,10 @@ every access decodes the sample's day GeoTIFFs again (its TIF path) or reads the
 from the fire's HDF5 file (its HDF5 path), then crops and preprocesses as the project's loader.
 
 Both are :class:`~emberformer.data.wsts.samples.WSTSSamples` whose :meth:`window` reads files
-instead of slicing the decoded cache, so the samples, crops and values are the project's own and
-only the reading differs."""
+instead of slicing the decoded cache, and which preprocess in the published loader's order
+(:func:`~emberformer.data.wsts.samples.published_order`: pad, flip, then every pixel of the
+padded crop), so the samples, crops and values are the project's own; the project's loader
+gets them from its own memory maps, preprocessing the crop's real pixels only."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,11 +15,13 @@ import numpy as np
 
 from emberformer.data.wsts import layout
 from emberformer.data.wsts.cache import WSTSIndex
-from emberformer.data.wsts.samples import WSTSSamples
+from emberformer.data.wsts.samples import WSTSSamples, published_order
 
 
 class TifPerAccess(WSTSSamples):
     """Sample (fire, t) opens the n + 1 day files t .. t + n with tifffile on every access."""
+
+    make_sample = staticmethod(published_order)
 
     def __init__(self, like: WSTSSamples, root: str | Path):
         self.__dict__.update(like.__dict__)
@@ -35,6 +39,8 @@ class TifPerAccess(WSTSSamples):
 class Hdf5PerAccess(WSTSSamples):
     """Sample (fire, t) opens the fire's HDF5 file with h5py and reads days t .. t + n on every
     access (the converter's file: active fire already in whole hours)."""
+
+    make_sample = staticmethod(published_order)
 
     def __init__(self, like: WSTSSamples, root: str | Path):
         self.__dict__.update(like.__dict__)

@@ -126,17 +126,21 @@ def _standardise(src: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.nda
     np.divide(out, std[None, :, None, None], out=out)
 
 
-def preprocess(days: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+def preprocess(days: np.ndarray, mean: np.ndarray, std: np.ndarray, out: np.ndarray | None = None,
+               degrees: np.ndarray | None = None) -> np.ndarray:
     """[n, 23, H, W] raw days (degrees, active fire in hours; any strides) -> [n, 40, H, W] float32
-    model input, written into one new array (a sample's only full-size copy after its read)."""
+    model input, written into ``out`` (any strides, e.g. a flipped view of a larger array) or one
+    new array. ``degrees``: the degree bands [n, 3, H, W] to take the sine of in place of the
+    days' own (the loader's angle-corrected copy), so the days can stay a read-only view."""
     n, _, H, W = days.shape
-    out = np.empty((n, CHANNELS, H, W), np.float32)
+    if out is None:
+        out = np.empty((n, CHANNELS, H, W), np.float32)
     lc, after = LANDCOVER_BAND, LANDCOVER_BAND + LANDCOVER_CLASSES      # 16, 33
     _standardise(days[:, :lc], mean[:lc], std[:lc], out[:, :lc])
     _standardise(days[:, lc + 1:], mean[lc + 1:], std[lc + 1:], out[:, after:AF_BINARY_CHANNEL])
-    for band in DEGREE_BANDS:  # not standardised (mean 0, std 1): their sine
+    for j, band in enumerate(DEGREE_BANDS):  # not standardised (mean 0, std 1): their sine
         ch = band if band < lc else band - 1 + LANDCOVER_CLASSES
-        out[:, ch] = np.sin(np.deg2rad(days[:, band]))
+        np.sin(np.deg2rad(days[:, band] if degrees is None else degrees[:, j]), out=out[:, ch])
     np.greater(days[:, AF_BAND], 0, out=out[:, AF_BINARY_CHANNEL], casting="unsafe")
     for part in (out[:, :lc], out[:, after:AF_BINARY_CHANNEL]):  # missing values -> the mean
         np.copyto(part, 0.0, where=~np.isfinite(part))

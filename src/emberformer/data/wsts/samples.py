@@ -15,12 +15,13 @@ resumed mid-epoch sees the same ones. An image smaller than the crop (or than 32
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from emberformer.data.sampler import EpochSampler
 from emberformer.data.wsts.cache import CachedFire, read_index
@@ -64,6 +65,26 @@ def pad_to(days: np.ndarray, target: np.ndarray, h: int, w: int) -> tuple[np.nda
     return days, target, valid
 
 
+def draw_flips(rng: np.random.Generator) -> tuple[bool, bool, int]:
+    """(horizontal flip, vertical flip, k): a training sample's flips and rotation by k*90 degrees
+    (counter-clockwise), drawn in this order."""
+    return rng.random() > 0.5, rng.random() > 0.5, int(rng.integers(0, 4))
+
+
+def corrected_angles(deg: np.ndarray, hflip: bool, vflip: bool, k: int) -> np.ndarray:
+    """The angle bands' values ``deg`` (degrees clockwise from north) after the flips and the
+    rotation: mirroring left-right maps a -> 360 - a, top-bottom a -> 180 - a, turning by k*90
+    degrees counter-clockwise a -> a - 90k; together a -> sign * a + offset (mod 360), one pass.
+    A new array, or ``deg`` itself when nothing moves."""
+    sign, offset = 1.0, 0.0
+    if hflip:
+        sign, offset = -sign, 360.0 - offset
+    if vflip:
+        sign, offset = -sign, 180.0 - offset
+    offset -= 90.0 * k
+    return (sign * deg + offset) % 360.0 if hflip or vflip or k else deg
+
+
 def flip_and_rotate(days: np.ndarray, target: np.ndarray, valid: np.ndarray,
                     rng: np.random.Generator, angle_bands: tuple[int, ...] = DEGREE_BANDS
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,18 +94,10 @@ def flip_and_rotate(days: np.ndarray, target: np.ndarray, valid: np.ndarray,
     ``days`` must be the caller's own array: the angle correction is pointwise, so it is applied in
     place before the pixels move, and the results are views (the preprocessing makes the copy).
     """
-    hflip, vflip, k = rng.random() > 0.5, rng.random() > 0.5, int(rng.integers(0, 4))
+    hflip, vflip, k = draw_flips(rng)
     deg = list(angle_bands)
-    # mirroring left-right maps a -> 360 - a, top-bottom a -> 180 - a, turning by k*90 degrees
-    # counter-clockwise a -> a - 90k: together a -> sign * a + offset (mod 360), one pass
-    sign, offset = 1.0, 0.0
-    if hflip:
-        sign, offset = -sign, 360.0 - offset
-    if vflip:
-        sign, offset = -sign, 180.0 - offset
-    offset -= 90.0 * k
     if hflip or vflip or k:
-        days[:, deg] = (sign * days[:, deg] + offset) % 360.0
+        days[:, deg] = corrected_angles(days[:, deg], hflip, vflip, k)
     if hflip:
         days, target, valid = days[..., ::-1], target[..., ::-1], valid[..., ::-1]
     if vflip:
@@ -92,6 +105,59 @@ def flip_and_rotate(days: np.ndarray, target: np.ndarray, valid: np.ndarray,
     if k:
         days, target, valid = (np.rot90(a, k, axes=(-2, -1)) for a in (days, target, valid))
     return days, target, valid
+
+
+def unflipped(a: np.ndarray, hflip: bool, vflip: bool, k: int) -> np.ndarray:
+    """The view of ``a`` (a flipped and rotated sample, last two axes space) in the frame before
+    :func:`flip_and_rotate` moved its pixels: writing pixel (r, c) of the view writes where that
+    pixel ends up."""
+    v = np.rot90(a, -k, axes=(-2, -1)) if k else a
+    if vflip:
+        v = v[..., ::-1, :]
+    return v[..., ::-1] if hflip else v
+
+
+Box = tuple[int, int, int, int]   # top, left, height, width
+
+
+def published_order(arr: np.ndarray, n: int, box: Box, rng: np.random.Generator | None,
+                    size: tuple[int, int], mean: np.ndarray, std: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, target, valid) of a window [n + 1, 23, H, W] in the published loader's order: crop, pad
+    to ``size`` (NaN, so 0 after preprocessing), flip and rotate the raw bands (training: ``rng``),
+    then preprocess every pixel of the padded crop. The data-loader benchmark's per-access paths
+    use this; the project's loader gets the same values from :func:`crop_first`."""
+    top, left, h, w = box
+    days = arr[:n, :, top:top + h, left:left + w]   # a view of the memory map
+    target = np.asarray(arr[n, AF_BAND, top:top + h, left:left + w]) > 0
+    if rng is not None:  # flip_and_rotate corrects angles in place: on a copy of our own
+        days, target, valid = pad_to(np.array(days), target, *size)
+        days, target, valid = flip_and_rotate(days, target, valid, rng)
+    else:
+        days, target, valid = pad_to(days, target, *size)
+    return preprocess(days, mean, std), np.ascontiguousarray(target), np.ascontiguousarray(valid)
+
+
+def crop_first(arr: np.ndarray, n: int, box: Box, rng: np.random.Generator | None,
+               size: tuple[int, int], mean: np.ndarray, std: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`published_order` gives, value for value, with per-pixel work on the crop's real
+    pixels only: the outputs start as zeros (what padding becomes), and the crop is preprocessed
+    straight from the memory map into the view of them that undoes the flips and the rotation
+    (every step is pointwise, so where it is computed changes no value). Only the three angle
+    bands are copied, to correct them."""
+    top, left, h, w = box
+    days = arr[:n, :, top:top + h, left:left + w]   # a view of the memory map
+    H, W = max(size[0], h), max(size[1], w)
+    x = np.zeros((n, CHANNELS, H, W), np.float32)
+    target, valid = np.zeros((H, W), bool), np.zeros((H, W), bool)
+    flips = draw_flips(rng) if rng is not None else (False, False, 0)
+    degrees = corrected_angles(days[:, list(DEGREE_BANDS)], *flips)
+    xv, tv, vv = (unflipped(a, *flips) for a in (x, target, valid))
+    preprocess(days, mean, std, out=xv[..., :h, :w], degrees=degrees)
+    np.greater(arr[n, AF_BAND, top:top + h, left:left + w], 0, out=tv[:h, :w])
+    vv[:h, :w] = True
+    return x, target, valid
 
 
 def centre_window(n: int) -> tuple[int, int]:
@@ -155,19 +221,16 @@ class WSTSSamples(Dataset):
         top, left = best_crop(arr[:self.n, AF_BAND], arr[self.n, AF_BAND] > 0, self.crop_size, rng)
         return (top, left, min(self.crop_size, H), min(self.crop_size, W)), rng
 
+    #: how a window becomes (x, target, valid); the benchmark's per-access readers use published_order
+    make_sample = staticmethod(crop_first)
+
     def __getitem__(self, key: int) -> dict:
         epoch, i = divmod(int(key), len(self))
         k, t = self.samples[i]
         arr = self.window(i)
-        (top, left, h, w), rng = self.crop_window(i, epoch, arr)
-        days = arr[:self.n, :, top:top + h, left:left + w]   # a view of the memory map
-        target = np.asarray(arr[self.n, AF_BAND, top:top + h, left:left + w]) > 0
-        if rng is not None:  # flip_and_rotate corrects angles in place: on a copy of our own
-            days, target, valid = pad_to(np.array(days), target, self.crop_size, self.crop_size)
-            days, target, valid = flip_and_rotate(days, target, valid, rng)
-        else:
-            days, target, valid = pad_to(days, target, EVAL_MULTIPLE, EVAL_MULTIPLE)
-        x = preprocess(days, self.mean, self.std)
+        box, rng = self.crop_window(i, epoch, arr)
+        size = (self.crop_size, self.crop_size) if rng is not None else (EVAL_MULTIPLE, EVAL_MULTIPLE)
+        x, target, valid = self.make_sample(arr, self.n, box, rng, size, self.mean, self.std)
         x_today = x[-1:, AF_BINARY_CHANNEL].copy()
         fire = self.fires[k]
         if self.features != ALL:
@@ -176,9 +239,18 @@ class WSTSSamples(Dataset):
             "x": torch.from_numpy(x),                                                  # [n, C, h, w] float32
             "target": torch.from_numpy(target[None].astype(np.float32)),              # [1, h, w] 0/1
             "fire_today": torch.from_numpy(x_today),                                   # [1, h, w] 0/1
-            "valid": torch.from_numpy(np.ascontiguousarray(valid[None])),              # [1, h, w] bool
+            "valid": torch.from_numpy(valid[None]),                                    # [1, h, w] bool
             "fire_id": fire.id, "year": fire.year, "t": t,
         }
+
+
+def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised batch tensor; in a loader worker, in shared memory from the start (as
+    torch's default_collate makes it), so sending the batch to the trainer copies nothing more."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
 
 
 def collate(items: list[dict], roles: ChannelRoles | None = None) -> dict:
@@ -189,12 +261,15 @@ def collate(items: list[dict], roles: ChannelRoles | None = None) -> dict:
     n, C = items[0]["x"].shape[:2]
     H = max(it["x"].shape[-2] for it in items)
     W = max(it["x"].shape[-1] for it in items)
-    out = {"x": torch.zeros(B, n, C, H, W), "target": torch.zeros(B, 1, H, W),
-           "fire_today": torch.zeros(B, 1, H, W), "valid": torch.zeros(B, 1, H, W, dtype=torch.bool)}
+    out = {"x": batch_tensor((B, n, C, H, W), torch.float32), "target": batch_tensor((B, 1, H, W), torch.float32),
+           "fire_today": batch_tensor((B, 1, H, W), torch.float32),
+           "valid": batch_tensor((B, 1, H, W), torch.bool)}
     for b, it in enumerate(items):
         h, w = it["x"].shape[-2:]
-        for key in out:
-            out[key][b, ..., :h, :w] = it[key]
+        for key, batch in out.items():
+            batch[b, ..., :h, :w] = it[key]
+            batch[b, ..., h:, :] = 0   # only where a smaller sample leaves room (nothing, mostly)
+            batch[b, ..., :h, w:] = 0
     for key in ("fire_id", "year", "t"):
         out[key] = torch.tensor([it[key] for it in items])
     out["valid_t"] = torch.ones(B, n, dtype=torch.bool)
