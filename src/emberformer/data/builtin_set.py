@@ -29,19 +29,20 @@ def _problem(folder: Path) -> str | None:
 
 
 def write_once(cache_dir: Path, name: str, what: str, temp_names: str, write: Callable[[Path], Any],
-               record: Mapping[str, Any], no_space: str | None = None) -> Path:
+               record: Mapping[str, Any], no_space: str | None = None, lock_wait_s: float = LOCK_WAIT_S) -> Path:
     """``cache_dir/name``, written by ``write(folder)`` unless it is there and whole.
 
     ``settings.json`` holds ``record`` and the size of every file ``write`` made. ``what`` names
     the set in messages ("the built-in WSTS set"); ``temp_names`` matches its stale build folders
-    (files/tempdirs.py); ``no_space``, where given, is the message for a full disk.
+    (files/tempdirs.py); ``no_space``, where given, is the message for a full disk; another process
+    writing the same set is waited for up to ``lock_wait_s``.
     """
     final = cache_dir / name
     if final.exists() and _problem(final) is None:
         return final
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        with locks.hold(cache_dir / f".{name}.lock", timeout=LOCK_WAIT_S):
+        with locks.hold(cache_dir / f".{name}.lock", timeout=lock_wait_s):
             tempdirs.remove_stale(cache_dir, temp_names)
             if final.exists():
                 problem = _problem(final)
@@ -56,7 +57,7 @@ def write_once(cache_dir: Path, name: str, what: str, temp_names: str, write: Ca
                 (tmp / SETTINGS_FILE).write_text(json.dumps({**record, "files": files}, indent=1) + "\n")
     except locks.Locked as e:
         raise DataError(f"{what} in {cache_dir} is being written by {e.owner} for more than "
-                        f"{LOCK_WAIT_S:.0f} s; wait for it or set data.cache_dir to another folder") from None
+                        f"{lock_wait_s:.0f} s; wait for it or set data.cache_dir to another folder") from None
     except OSError as e:
         if no_space is not None and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DataError(no_space) from None
