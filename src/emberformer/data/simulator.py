@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+
+from emberformer.data import integer_setting
 
 if TYPE_CHECKING:
     from pytorchfire import WildfireModel
@@ -80,15 +81,7 @@ class Settings:
             ("steps_per_frame", steps_per_frame, 1),
             ("seed", seed, None),
         ):
-            if isinstance(value, bool):
-                raise ValueError(f"data.{name} must be an integer, got {value!r}")
-            try:
-                value = operator.index(value)
-            except TypeError:
-                raise ValueError(f"data.{name} must be an integer, got {value!r}") from None
-            if minimum is not None and value < minimum:
-                raise ValueError(f"data.{name} must be >= {minimum}, got {value}")
-            out[name] = value
+            out[name] = integer_setting.checked(f"data.{name}", value, minimum)
         return cls(**out)
 
     def as_dict(self) -> dict[str, int]:

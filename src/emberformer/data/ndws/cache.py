@@ -10,24 +10,20 @@ by one ``stat`` per file and rebuilt with a notice.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from emberformer.data import cache_folder
 from emberformer.data.ndws import records
 from emberformer.data.ndws.preprocess import Normalisation, fit
-from emberformer.data.reader import DataError, DataInterrupted
-from emberformer.data.wsts.layout import one_line
-from emberformer.files import atomic, tempdirs
+from emberformer.data.reader import DataError
+from emberformer.files import atomic
 
 VERSION = 1
-INDEX = "index.json"
 TEMP_NAMES = r"ndws-[0-9a-f]+\.tmp(?P<pid>\d+)|\.ndws-[0-9a-f]+\.old(?P<pid2>\d+)-[0-9a-f]+"
 
 
@@ -57,35 +53,15 @@ class NDWSIndex:
         raise IndexError(i)
 
 
-def _checksum(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
 def read_index(folder: str | Path) -> NDWSIndex:
     """The index of the cache in ``folder``; DataError (one line) names the folder and the damage."""
     folder = Path(folder)
-    where = f"Next Day Wildfire Spread cache {folder} is damaged"
-    try:
-        data = json.loads((folder / INDEX).read_text())
-        body = {k: v for k, v in data.items() if k != "checksum"}
-        if data.get("checksum") != _checksum(body) or body.get("version") != VERSION:
-            raise DataError(f"{where}: {INDEX} does not match its checksum or version")
-        index = NDWSIndex(path=folder, root=Path(body["root"]),
-                          files={s: tuple((str(n), int(c)) for n, c in v) for s, v in body["splits"].items()},
-                          norm=Normalisation.from_json(body["normalisation"]))
-        sizes = {str(k): int(v) for k, v in body["sizes"].items()}
-    except DataError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"{where}: cannot read {INDEX} ({one_line(e)})") from None
-    for name, size in sizes.items():
-        try:
-            actual = (folder / name).stat().st_size
-        except OSError:
-            raise DataError(f"{where}: {name} is missing") from None
-        if actual != size:
-            raise DataError(f"{where}: {name} is {actual} bytes, {size} when it was written")
-    return index
+
+    def parse(body: dict) -> NDWSIndex:
+        return NDWSIndex(path=folder, root=Path(body["root"]),
+                         files={s: tuple((str(n), int(c)) for n, c in v) for s, v in body["splits"].items()},
+                         norm=Normalisation.from_json(body["normalisation"]))
+    return cache_folder.read_index(folder, "Next Day Wildfire Spread", VERSION, "sizes", parse)
 
 
 #: what is wrong with a finished cache folder (None: nothing), as read_index finds it
@@ -110,25 +86,11 @@ def build_cache(root: str | Path, cache_dir: str | Path, progress: bool = True) 
     root = Path(root).expanduser()
     files = records.list_files(root)
     out = Path(cache_dir).expanduser() / f"ndws-{_fingerprint(root, files)}"
-    tempdirs.remove_stale(out.parent, TEMP_NAMES)
-    problem = damage(out) if out.exists() else "missing"
-    if problem is not None:
-        if out.exists():
-            print(f"Note: {problem}; rebuilding it", flush=True)
-        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-        try:
-            with atomic.folder(out, tmp, damage):
-                _decode_into(tmp, root, files, progress)
-        except OSError as e:
-            space = " (disk full: set data.cache_dir to a folder on another disk)" \
-                if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-            raise DataError(f"cannot build the Next Day Wildfire Spread cache in {out.parent}: "
-                            f"{one_line(e)}{space}") from None
-        except KeyboardInterrupt:  # the atomic folder removed the partly built copy
-            raise DataInterrupted(
-                f"Interrupted while decoding {root} into the cache; nothing was harmed: the partly "
-                f"built cache was removed, {root} and the finished caches in {out.parent} are as they "
-                "were (the next run decodes it again)") from None
+    cache_folder.build(
+        out, TEMP_NAMES, damage, lambda tmp: _decode_into(tmp, root, files, progress), "Next Day Wildfire Spread",
+        interrupted=f"Interrupted while decoding {root} into the cache; nothing was harmed: the partly built "
+                    f"cache was removed, {root} and the finished caches in {out.parent} are as they were (the "
+                    "next run decodes it again)")
     read_index(out)
     return out
 
@@ -168,4 +130,4 @@ def _decode_into(tmp: Path, root: Path, files: dict[str, list[Path]], progress: 
     body = {"version": VERSION, "root": str(root), "splits": {s: [list(e) for e in v] for s, v in splits.items()},
             "normalisation": norm.to_json(),
             "sizes": {p.name: p.stat().st_size for p in sorted(tmp.glob("*.npy"))}}
-    atomic.write_text(tmp / INDEX, json.dumps({**body, "checksum": _checksum(body)}, indent=1))
+    cache_folder.write_index(tmp, body)

@@ -16,13 +16,14 @@ from typing import Any, Mapping
 import torch
 from torch.utils.data import DataLoader
 
+from emberformer.data import builtin_set
+from emberformer.data.keyed_loader import keyed_loader
 from emberformer.data.ndws.cache import build_cache, read_index
 from emberformer.data.ndws.preprocess import CHANNELS, FIRE_CHANNEL
 from emberformer.data.ndws.samples import NDWSSamples, collate
 from emberformer.data.ndws.simulated import SimulatedSettings, describe as describe_simulated, ensure_simulated
-from emberformer.data.reader import DataError, DataInterrupted
+from emberformer.data.reader import DataError
 from emberformer.data.wsts.inputs import ChannelRoles
-from emberformer.data.wsts.samples import EpochKeyedSampler
 
 SPLITS = ("train", "val", "test")
 AUGMENT_KEYS = ("crop_size", "flip_rotate")
@@ -91,29 +92,13 @@ class NDWSDataModule:
 
     def resolve_root(self) -> Path:
         """``data.root``, or (root null) the built-in simulated set, written on first use."""
-        if self.simulated is None:
-            assert self.root is not None
-            return self.root
-        try:
-            root = ensure_simulated(self.cache_dir, self.simulated.as_dict(), self.progress)
-        except KeyboardInterrupt:
-            raise DataInterrupted(
-                "Interrupted while writing the built-in NDWS set; nothing was harmed: the partly written "
-                f"copy was removed, the finished data sets in {self.cache_dir} are as they were (the next "
-                "run writes it again)") from None
-        print(describe_simulated(root), flush=True)
-        return root
+        return builtin_set.resolve_root(self.root, self.simulated, ensure_simulated, describe_simulated,
+                                        "the built-in NDWS set", self.cache_dir, self.progress)
 
     def loader(self, split: str, seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
         """Loader whose ``sampler.set_epoch(epoch, skip)`` fixes the order and the augmentation."""
-        ds = self.datasets[split]
-        ds.seed = seed
-        sampler = EpochKeyedSampler(len(ds), seed, shuffle=split == "train", rank=rank, world_size=world_size)
-        return DataLoader(
-            ds, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-            generator=torch.Generator().manual_seed(seed),
-            collate_fn=functools.partial(collate, roles=self.roles), pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0, prefetch_factor=4 if self.num_workers > 0 else None)
+        return keyed_loader(self.datasets[split], self.batch_size, seed, split == "train", rank, world_size,
+                            self.num_workers, self.pin_memory, functools.partial(collate, roles=self.roles))
 
     @property
     def static_channels(self) -> int:

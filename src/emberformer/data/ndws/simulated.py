@@ -16,12 +16,8 @@ once into the cache folder (built aside, published whole) and reused while they 
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import operator
-import os
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,19 +26,15 @@ import numpy as np
 from tfrecord.writer import TFRecordWriter
 from tqdm.auto import tqdm
 
-from emberformer.data import simulator
+from emberformer.data import builtin_set, integer_setting, simulator
 from emberformer.data.ndws import records
-from emberformer.data.reader import DataError
 from emberformer.data.synthetic import GENERATOR_VERSION as SIMULATOR_VERSION
 from emberformer.data.wsts import simulated as wsts_simulated
-from emberformer.data.wsts.layout import one_line
-from emberformer.files import atomic, locks, tempdirs
 
 GENERATOR_VERSION = 1  # bump when what this module writes changes
 PREFIX = "ndws-simulated-"
-SETTINGS_FILE = "settings.json"
+SETTINGS_FILE = builtin_set.SETTINGS_FILE
 TEMP_NAMES = r"\.ndws-simulated-[0-9a-f]+\.(?P<pid>\d+)-[0-9a-f]+\.tmp|\.ndws-simulated-[0-9a-f]+\.old(?P<pid2>\d+)-[0-9a-f]+"
-LOCK_WAIT_S = 1800.0
 #: the published covariates <- bands of the built-in WSTS set (wsts/simulated.py's UNITS)
 BANDS = {"elevation": 14, "th": 7, "vs": 6, "tmmn": 8, "tmmx": 9, "sph": 11, "pr": 5, "pdsi": 15,
          "NDVI": 3, "erc": 10}
@@ -74,16 +66,7 @@ class SimulatedSettings:
             if name not in values:
                 raise ValueError(f"data.simulated.{name} is missing (conf/data/ndws.yaml sets every key: "
                                  f"{', '.join(names)})")
-            value = values[name]
-            try:
-                if isinstance(value, bool):
-                    raise TypeError
-                value = operator.index(value)
-            except TypeError:
-                raise ValueError(f"data.simulated.{name} must be an integer, got {value!r}") from None
-            if minimum[name] is not None and value < minimum[name]:
-                raise ValueError(f"data.simulated.{name} must be >= {minimum[name]}, got {value}")
-            out[name] = value
+            out[name] = integer_setting.checked(f"data.simulated.{name}", values[name], minimum[name])
         return cls(**out)
 
     def as_dict(self) -> dict[str, int]:
@@ -155,33 +138,9 @@ def ensure_simulated(cache_dir: str | Path, settings: Mapping[str, Any], progres
     """The folder of the built-in set with these settings under ``cache_dir``, written once
     (aside, renamed into place whole with ``settings.json`` listing every file, under a lock)."""
     s = SimulatedSettings.checked(settings)
-    cache_dir = Path(cache_dir).expanduser()
-    final = cache_dir / f"{PREFIX}{s.key}"
-    if final.exists() and atomic.listed_files_problem(final, SETTINGS_FILE) is None:
-        return final
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with locks.hold(cache_dir / f".{PREFIX}{s.key}.lock", timeout=LOCK_WAIT_S):
-            tempdirs.remove_stale(cache_dir, TEMP_NAMES)
-            if final.exists():
-                problem = atomic.listed_files_problem(final, SETTINGS_FILE)
-                if problem is None:
-                    return final
-                print(f"Note: the built-in NDWS set {final} is damaged ({problem}); writing it again", flush=True)
-            tmp = cache_dir / f".{PREFIX}{s.key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-            with atomic.folder(final, tmp, lambda f: atomic.listed_files_problem(f, SETTINGS_FILE)):
-                generate(tmp, s, progress)
-                files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-                record = {"ndws_simulated_version": GENERATOR_VERSION, **s.as_dict(), "key": s.key, "files": files}
-                (tmp / SETTINGS_FILE).write_text(json.dumps(record, indent=1) + "\n")
-    except locks.Locked as e:
-        raise DataError(f"the built-in NDWS set in {cache_dir} is being written by {e.owner} for more than "
-                        f"{LOCK_WAIT_S:.0f} s; wait for it or set data.cache_dir to another folder") from None
-    except OSError as e:
-        space = " (disk full: set data.cache_dir to a folder on another disk)" \
-            if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-        raise DataError(f"cannot write the built-in NDWS set in {cache_dir}: {one_line(e)}{space}") from None
-    return final
+    record = {"ndws_simulated_version": GENERATOR_VERSION, **s.as_dict(), "key": s.key}
+    return builtin_set.write_once(Path(cache_dir).expanduser(), f"{PREFIX}{s.key}", "the built-in NDWS set", TEMP_NAMES,
+                                  lambda tmp: generate(tmp, s, progress), record)
 
 
 def describe(root: Path) -> str:

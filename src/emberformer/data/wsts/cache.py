@@ -12,21 +12,20 @@ checksum of its own contents and the size of every array, so a damaged cache is 
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from emberformer.data import cache_folder
 from emberformer.data.reader import DataError
 from emberformer.data.wsts import layout
 from emberformer.data.wsts.folds import YEARS, Fold
 from emberformer.data.wsts.preprocess import Moments, standardisation
-from emberformer.files import atomic, tempdirs
+from emberformer.files import atomic
 
 VERSION = 1
 INDEX = "index.json"
@@ -67,38 +66,22 @@ class WSTSIndex:
 
 
 def _checksum(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return cache_folder.checksum(body)
 
 
 def read_index(folder: str | Path) -> WSTSIndex:
     """The index of the cache in ``folder``; DataError (one line) names the folder and the damage."""
     folder = Path(folder)
-    where = f"WildfireSpreadTS cache {folder} is damaged"
-    try:
-        data = json.loads((folder / INDEX).read_text())
-        body = {k: v for k, v in data.items() if k != "checksum"}
-        if data.get("checksum") != _checksum(body) or body.get("version") != VERSION:
-            raise DataError(f"{where}: {INDEX} does not match its checksum or version")
-        index = WSTSIndex(
+
+    def parse(body: dict) -> WSTSIndex:
+        return WSTSIndex(
             path=folder, root=Path(body["root"]), format=str(body["format"]),
             fires=tuple(CachedFire(int(f["id"]), int(f["year"]), str(f["name"]), int(f["days"]),
                                    int(f["height"]), int(f["width"]), tuple(f["dates"]))
                         for f in body["fires"]),
             skipped=tuple(str(s) for s in body["skipped"]),
             moments={int(y): Moments.from_json(m) for y, m in body["moments"].items()})
-        files = {str(k): int(v) for k, v in body["files"].items()}
-    except DataError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"{where}: cannot read {INDEX} ({layout.one_line(e)})") from None
-    for name, size in files.items():
-        try:
-            actual = (folder / name).stat().st_size
-        except OSError:
-            raise DataError(f"{where}: {name} is missing") from None
-        if actual != size:
-            raise DataError(f"{where}: {name} is {actual} bytes, {size} when it was written")
-    return index
+    return cache_folder.read_index(folder, "WildfireSpreadTS", VERSION, "files", parse)
 
 
 #: what is wrong with a finished cache folder (None: nothing), as read_index finds it
@@ -133,20 +116,8 @@ def build_cache(root: str | Path, cache_dir: str | Path, fmt: str = "auto",
     fmt = layout.detect_format(root, fmt)
     fires = layout.list_fires(root, YEARS, fmt, on_bad_sequence)
     out = Path(cache_dir).expanduser() / f"wsts-{_fingerprint(root, fmt, fires)}"
-    tempdirs.remove_stale(out.parent, TEMP_NAMES)
-    problem = damage(out) if out.exists() else "missing"
-    if problem is not None:
-        if out.exists():
-            print(f"Note: {problem}; rebuilding it", flush=True)
-        tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
-        try:
-            with atomic.folder(out, tmp, damage):
-                _decode_into(tmp, root, fmt, fires, on_bad_sequence, progress)
-        except OSError as e:
-            space = " (disk full: set data.cache_dir to a folder on another disk)" \
-                if e.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-            raise DataError(f"cannot build the WildfireSpreadTS cache in {out.parent}: "
-                            f"{layout.one_line(e)}{space}") from None
+    cache_folder.build(out, TEMP_NAMES, damage,
+                       lambda tmp: _decode_into(tmp, root, fmt, fires, on_bad_sequence, progress), "WildfireSpreadTS")
     index = read_index(out)
     for msg in index.skipped:
         if on_bad_sequence != "skip":

@@ -20,13 +20,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from emberformer.data.reader import DataError, DataInterrupted
+from emberformer.data import builtin_set
+from emberformer.data.keyed_loader import keyed_loader
+from emberformer.data.reader import DataError
 from emberformer.data.wsts import layout
 from emberformer.data.wsts.cache import build_cache, fold_standardisation, read_index
 from emberformer.data.wsts.folds import fold as get_fold
 from emberformer.data.wsts.inputs import ChannelRoles
 from emberformer.data.wsts.preprocess import feature_ids
-from emberformer.data.wsts.samples import EpochKeyedSampler, WSTSSamples, collate
+from emberformer.data.wsts.samples import WSTSSamples, collate
 from emberformer.data.wsts.simulated import SimulatedSettings, ensure_simulated
 from emberformer.data.wsts.simulated import describe as describe_simulated
 
@@ -99,31 +101,14 @@ class WSTSDataModule:
 
     def resolve_root(self) -> Path:
         """``data.root``, or (root null) the built-in simulated set, written on first use."""
-        if self.simulated is None:
-            assert self.root is not None
-            return self.root
-        try:
-            root = ensure_simulated(self.cache_dir, self.simulated.as_dict(), self.progress)
-        except KeyboardInterrupt:  # ensure_simulated removed its temporary folder
-            raise DataInterrupted(
-                "Interrupted while writing the built-in WSTS set; nothing was harmed: the partly written "
-                f"copy was removed, the finished data sets in {self.cache_dir} are as they were (the next "
-                "run writes it again)") from None
-        print(describe_simulated(root), flush=True)
-        return root
+        return builtin_set.resolve_root(self.root, self.simulated, ensure_simulated, describe_simulated,
+                                        "the built-in WSTS set", self.cache_dir, self.progress)
 
     def loader(self, split: str, seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
         """Loader whose ``sampler.set_epoch(epoch, skip)`` fixes the order and the crops."""
-        ds = self.datasets[split]
-        ds.seed = seed
-        sampler = EpochKeyedSampler(len(ds), seed, shuffle=split == "train", rank=rank,
-                                    world_size=world_size)
-        return DataLoader(
-            ds, batch_size=self.batch_size if split == "train" else 1, sampler=sampler,
-            num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
-            collate_fn=functools.partial(collate, roles=self.roles), pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            prefetch_factor=4 if self.num_workers > 0 else None)
+        return keyed_loader(self.datasets[split], self.batch_size if split == "train" else 1, seed,
+                            split == "train", rank, world_size, self.num_workers, self.pin_memory,
+                            functools.partial(collate, roles=self.roles))
 
     @property
     def static_channels(self) -> int:

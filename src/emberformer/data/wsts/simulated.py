@@ -24,13 +24,9 @@ and generator versions are unchanged.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import math
-import operator
-import os
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -41,18 +37,16 @@ import tifffile
 import torch
 from tqdm.auto import tqdm
 
-from emberformer.data import simulator
+from emberformer.data import builtin_set, integer_setting, simulator
 from emberformer.data.reader import DataError
 from emberformer.data.synthetic import GENERATOR_VERSION as SIMULATOR_VERSION
 from emberformer.data.wsts import layout
 from emberformer.data.wsts.folds import YEARS
-from emberformer.files import atomic, locks, tempdirs
 
 GENERATOR_VERSION = 1  # bump when what this module writes changes
 PREFIX = "wsts-simulated-"
-SETTINGS_FILE = "settings.json"
+SETTINGS_FILE = builtin_set.SETTINGS_FILE
 TEMP_NAMES = r"\.wsts-simulated-[0-9a-f]+\.(?P<pid>\d+)-[0-9a-f]+\.tmp|\.wsts-simulated-[0-9a-f]+\.old(?P<pid2>\d+)-[0-9a-f]+"
-LOCK_WAIT_S = 1800.0   # another process building the same set: wait for it rather than build twice
 MAX_ATTEMPTS = 50      # redraws of a fire that goes out before its last day
 SEASON_START = (6, 1)  # fires start between June 1 and early September
 SEASON_DAYS = 100
@@ -95,16 +89,7 @@ class SimulatedSettings:
                    "steps_per_day": 1, "seed": None}
         out = {}
         for name in names:
-            value = values[name]
-            try:
-                if isinstance(value, bool):
-                    raise TypeError
-                value = operator.index(value)
-            except TypeError:
-                raise ValueError(f"data.simulated.{name} must be an integer, got {value!r}") from None
-            if minimum[name] is not None and value < minimum[name]:
-                raise ValueError(f"data.simulated.{name} must be >= {minimum[name]}, got {value}")
-            out[name] = value
+            out[name] = integer_setting.checked(f"data.simulated.{name}", values[name], minimum[name])
         for lo, hi in (("min_size", "max_size"), ("min_days", "max_days")):
             if out[lo] > out[hi]:
                 raise ValueError(f"data.simulated.{lo} ({out[lo]}) must be <= data.simulated.{hi} ({out[hi]})")
@@ -337,37 +322,13 @@ def ensure_simulated(cache_dir: str | Path, settings: Mapping[str, Any], progres
     """
     s = SimulatedSettings.checked(settings)
     cache_dir = Path(cache_dir).expanduser()
-    final = cache_dir / f"{PREFIX}{s.key}"
-    if final.exists() and atomic.listed_files_problem(final, SETTINGS_FILE) is None:
-        return final
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with locks.hold(cache_dir / f".{PREFIX}{s.key}.lock", timeout=LOCK_WAIT_S):
-            tempdirs.remove_stale(cache_dir, TEMP_NAMES)
-            if final.exists():
-                problem = atomic.listed_files_problem(final, SETTINGS_FILE)
-                if problem is None:
-                    return final  # another process wrote it while this one waited
-                print(f"Note: the built-in WSTS set {final} is damaged ({problem}); writing it again", flush=True)
-            tmp = cache_dir / f".{PREFIX}{s.key}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-            with atomic.folder(final, tmp, lambda f: atomic.listed_files_problem(f, SETTINGS_FILE)):
-                generate(tmp, s, progress)
-                files = {p.relative_to(tmp).as_posix(): p.stat().st_size
-                         for p in sorted(tmp.rglob("*")) if p.is_file()}
-                record = {"wsts_simulated_version": GENERATOR_VERSION, "simulator_version": SIMULATOR_VERSION,
-                          **s.as_dict(), "key": s.key, "files": files}
-                (tmp / SETTINGS_FILE).write_text(json.dumps(record, indent=1) + "\n")
-    except locks.Locked as e:
-        raise DataError(f"the built-in WSTS set in {cache_dir} is being written by {e.owner} for more than "
-                        f"{LOCK_WAIT_S:.0f} s; wait for it or set data.cache_dir to another folder") from None
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            need = math.ceil(len(YEARS) * s.fires_per_year * s.max_days * layout.BANDS * s.max_size ** 2 * 4 / 1e6)
-            raise DataError(f"no space left in {cache_dir} for the built-in WSTS set (up to {need} MB, and as "
-                            "much again for its decoded cache); set data.cache_dir to a folder on another "
-                            "disk") from None
-        raise DataError(f"cannot write the built-in WSTS set in {cache_dir}: {layout.one_line(e)}") from None
-    return final
+    need = math.ceil(len(YEARS) * s.fires_per_year * s.max_days * layout.BANDS * s.max_size ** 2 * 4 / 1e6)
+    record = {"wsts_simulated_version": GENERATOR_VERSION, "simulator_version": SIMULATOR_VERSION,
+              **s.as_dict(), "key": s.key}
+    return builtin_set.write_once(
+        cache_dir, f"{PREFIX}{s.key}", "the built-in WSTS set", TEMP_NAMES, lambda tmp: generate(tmp, s, progress),
+        record, no_space=f"no space left in {cache_dir} for the built-in WSTS set (up to {need} MB, and as much "
+                         "again for its decoded cache); set data.cache_dir to a folder on another disk")
 
 
 def describe(root: Path) -> str:
