@@ -139,9 +139,12 @@ def test_no_ceiling_when_turned_off_or_without_simulator(run, cache_dir, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [ln for ln in proc.stdout.splitlines() if "Simulator ceiling" in ln] == [ceiling.NO_SIMULATOR]
     metrics = json.loads((tmp_path / "real" / "metrics.json").read_text())
-    assert set(metrics) - {"checkpoint", "split_overlap"} == {"model", "copy_last"}
+    assert set(metrics) - {"checkpoint", "split_overlap"} == {"model", "copy_last", "brier_skill", "reliability"}
+    assert set(metrics["brier_skill"]) == {"vs_copy_last"} and set(metrics["reliability"]) == {"model"}  # no ensemble
     assert "gap closed" not in (tmp_path / "real" / "report.md").read_text()
     proc = run_app("evaluate", [f"ckpt_path={ckpt}", "ceiling.samples=0", "data.progress=false",
                                 f"hydra.run.dir={tmp_path / 'off'}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert set(json.loads((tmp_path / "off" / "metrics.json").read_text())) - {"checkpoint", "split_overlap"} == {"model", "copy_last"}
+    off = json.loads((tmp_path / "off" / "metrics.json").read_text())
+    assert set(off) - {"checkpoint", "split_overlap"} == {"model", "copy_last", "brier_skill", "reliability"}
+    assert set(off["brier_skill"]) == {"vs_copy_last"} and set(off["reliability"]) == {"model"}
