@@ -56,6 +56,27 @@ def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
         return compose(config_name=config_name, overrides=list(overrides))
 
 
+def loader_bench_rates(stdout: str, rows: Sequence[str], speedup_line: str) -> tuple[dict[str, float], list[float]]:
+    """A loader bench's printed table: samples/s of each row (1 worker, > 0), and the speedups of
+    its last line (``speedup_line``, a regex with one group per speedup), each checked against the
+    table's rates (rounded to 0.1 samples/s) of the first row over the others."""
+    import re
+
+    rates = {}
+    for name in rows:
+        m = re.search(rf"^\| {re.escape(name)} \| 1 \| ([\d.]+) \| [\d.]+ ms \| ([\d.]+)x \|$", stdout, re.M)
+        assert m, stdout
+        rates[name] = float(m.group(1))
+        assert rates[name] > 0
+    last = stdout.strip().splitlines()[-1]
+    m = re.fullmatch(speedup_line, last)
+    assert m, last
+    speedups = [float(g) for g in m.groups()]
+    for got, ref in zip(speedups, rows[1:]):
+        assert abs(got - rates[rows[0]] / rates[ref]) <= 0.05 + 0.05 * got
+    return rates, speedups
+
+
 def one_line_error(proc) -> str:
     """The single ``Error: …`` line of a run that stopped on a user mistake (exit code 2)."""
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
-from pathlib import Path
+
+from conftest import loader_bench_rates
 
 TINY = ["bench=wsts_loader", "bench.batches=2", "bench.batch_size=2", "hardware=cpu", "data.progress=false",
         "data.crop_size=32", "data.simulated.fires_per_year=2", "data.simulated.min_size=32",
@@ -22,17 +22,8 @@ def test_the_wsts_loader_bench_prints_its_rows_and_the_speedup(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "emberformer.bench", *TINY], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rates = {}
-    for name in ROWS:
-        m = re.search(rf"^\| {re.escape(name)} \| 1 \| ([\d.]+) \| [\d.]+ ms \| ([\d.]+)x \|$", proc.stdout, re.M)
-        assert m, proc.stdout
-        rates[name] = float(m.group(1))
-        assert rates[name] > 0
-    last = proc.stdout.strip().splitlines()[-1]
-    m = re.fullmatch(r"speedup: ([\d.]+)x over GeoTIFF decode per access, ([\d.]+)x over HDF5 read per access", last)
-    assert m, last
-    for got, ref in zip(m.groups(), ROWS[1:]):  # the table's rates are rounded to 0.1 samples/s
-        assert abs(float(got) - rates[ROWS[0]] / rates[ref]) <= 0.05 + 0.05 * float(got)
+    loader_bench_rates(proc.stdout, ROWS, r"speedup: ([\d.]+)x over GeoTIFF decode per access, "
+                       r"([\d.]+)x over HDF5 read per access")
     run_dir = next((tmp_path / "outputs" / "bench").glob("*/*"))
     assert "speedup:" in (run_dir / "bench_wsts_loader.md").read_text()
     data = json.loads((run_dir / "bench_wsts_loader.json").read_text())

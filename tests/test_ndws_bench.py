@@ -4,11 +4,10 @@ access) with samples/s, the speedup line last, both written to the run folder.""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from conftest import run_app
+from conftest import loader_bench_rates, run_app
 from test_ndws_records import write_root
 
 ROWS = ("project loader (decoded cache, memory maps)", "TFRecord parse per access (tfrecord)")
@@ -22,16 +21,7 @@ def test_the_ndws_loader_bench_prints_its_rows_and_the_speedup(tmp_path):
                              "data.progress=false", f"data.root={root}", f"data.cache_dir={tmp_path / 'c'}",
                              "data.augment.flip_rotate=true"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rates = {}
-    for name in ROWS:
-        m = re.search(rf"^\| {re.escape(name)} \| 1 \| ([\d.]+) \| [\d.]+ ms \| ([\d.]+)x \|$", proc.stdout, re.M)
-        assert m, proc.stdout
-        rates[name] = float(m.group(1))
-        assert rates[name] > 0
-    last = proc.stdout.strip().splitlines()[-1]
-    m = re.fullmatch(r"speedup: ([\d.]+)x over parsing the TFRecords per access", last)
-    assert m, last
-    assert abs(float(m.group(1)) - rates[ROWS[0]] / rates[ROWS[1]]) <= 0.05 + 0.05 * float(m.group(1))
+    loader_bench_rates(proc.stdout, ROWS, r"speedup: ([\d.]+)x over parsing the TFRecords per access")
     run_dir = next((tmp_path / "outputs" / "bench").glob("*/*"))
     assert "speedup:" in (run_dir / "bench_ndws_loader.md").read_text()
     assert [r["dataset"] for r in json.loads((run_dir / "bench_ndws_loader.json").read_text())["results"]] == list(ROWS)
