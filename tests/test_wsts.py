@@ -19,6 +19,7 @@ from emberformer.cli.errors import user_errors
 from emberformer.data.reader import DataError
 from emberformer.data.wsts import folds
 from emberformer.data.wsts.datamodule import WSTSDataModule
+from emberformer.data.wsts.on_device import finish
 from emberformer.data.wsts.samples import best_crop, crop_first, flip_and_rotate, published_order
 
 YEARS = (2018, 2019, 2020, 2021)
@@ -282,7 +283,7 @@ def test_training_crops_flips_and_batches(tif_root, wsts_cache):
     assert later["fire_id"] == s["fire_id"] and not bool((later["x"] == s["x"]).all())
     loader = dm.loader("train", seed=0)
     loader.sampler.set_epoch(1)
-    batch = next(iter(loader))
+    batch = finish(next(iter(loader)), torch.device("cpu"))   # lean batches: the device makes x
     assert batch["x"].shape == (4, 1, 40, 16, 16) and batch["target"].shape == (4, 1, 16, 16)
     assert batch["x"].dtype == torch.float32 and batch["valid"].dtype == torch.bool
     assert batch["fire_id"].shape == (4,) and batch["t"].shape == (4,) and batch["year"].shape == (4,)
@@ -497,7 +498,7 @@ def test_training_crops_do_not_depend_on_workers(tif_root, wsts_cache):
         dm = module(tif_root, wsts_cache, fold=1, crop_size=16, batch_size=3, num_workers=workers)
         loader = dm.loader("train", seed=5)
         loader.sampler.set_epoch(2)
-        batches.append(next(iter(loader)))
+        batches.append(finish(next(iter(loader)), torch.device("cpu")))
     for key in ("x", "target", "valid", "fire_id", "t"):
         assert bool((batches[0][key] == batches[1][key]).all()), key
 

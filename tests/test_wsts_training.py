@@ -18,6 +18,7 @@ import torch
 from conftest import one_line_error, run_module
 from emberformer.data.dataset import to_device
 from emberformer.data.wsts.datamodule import WSTSDataModule
+from emberformer.data.wsts.on_device import finish
 from emberformer.models.emberformer import EmberFormer
 from emberformer.scoring.scores import Scores
 from emberformer.training.losses import BCEDiceLoss
@@ -65,7 +66,7 @@ def dm_of(root: Path, cache: Path, **kw) -> WSTSDataModule:
 def test_a_batch_becomes_the_model_inputs_by_channel_role(root, tmp_path):
     dm = dm_of(root, tmp_path, batch_size=3, n_leading_observations=2)
     assert (dm.static_channels, dm.day_channels) == (20, 19)  # 40 = 20 static + 19 per day + the fire
-    batch = next(iter(dm.loader("train", seed=0)))
+    batch = finish(next(iter(dm.loader("train", seed=0))), torch.device("cpu"))  # the 40 channels of the lean batch
     b = to_device(batch, torch.device("cpu"), dm.static_raster())
     x = batch["x"]
     assert torch.equal(b["fire"], x[:, :, 39]) and set(b["fire"].unique().tolist()) <= {0.0, 1.0}

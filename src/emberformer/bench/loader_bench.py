@@ -44,13 +44,12 @@ def set_up(cfg: DictConfig, kind: str, data_name: str, marker: str) -> LoaderBen
     return LoaderBench(run_dir, loader_kw, batches, bs, data)
 
 
-def measure(bench: LoaderBench, paths: Sequence[tuple[str, Dataset]], order: list[int],
-            collate_fn: Callable) -> list[dict]:
-    """Samples/s of each (name, data set) path over ``order`` with one worker, in turn."""
+def measure(bench: LoaderBench, paths: Sequence[tuple[str, Dataset, Callable]], order: list[int]) -> list[dict]:
+    """Samples/s of each (name, data set, collate) path over ``order`` with one worker, in turn."""
     results = []
-    for name, ds in paths:
+    for name, ds, collate_fn in paths:
         r = loader_rate(ds, order, bench.batch_size, WORKERS, bool(bench.loader_kw["pin_memory"]), collate_fn,
-                        count_key="x")
+                        count_key="fire_id")
         results.append({"dataset": name, "workers": WORKERS, **r})
         print(f"  {name}: {r['samples_per_s']:.1f} samples/s", file=sys.stderr, flush=True)
     return results

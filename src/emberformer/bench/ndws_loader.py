@@ -39,8 +39,8 @@ def bench_ndws_loader(cfg: DictConfig) -> float:
     bench = loader_bench.set_up(cfg, "ndws_loader", "ndws", "flip_rotate")
     data, bs = bench.data, bench.batch_size
     cached = data.datasets["train"]
-    paths = (("project loader (decoded cache, memory maps)", cached),
-             ("TFRecord parse per access (tfrecord)", TFRecordPerAccess(cached)))
+    paths = (("project loader (decoded cache, memory maps)", cached, collate),
+             ("TFRecord parse per access (tfrecord)", TFRecordPerAccess(cached), collate))
     order = sample_order(len(cached), (bench.batches + 1) * bs, int(cfg.seed))
     first, other = cached[order[0]], paths[1][1][order[0]]
     if not all(torch.equal(first[k], other[k]) for k in ("x", "target", "valid", "target_valid")):
@@ -52,7 +52,7 @@ def bench_ndws_loader(cfg: DictConfig) -> float:
               f"worker, 1 warm-up + {bench.batches} measured batches, same samples in the same order, files in "
               "the page cache")
     print(header, flush=True)
-    results = loader_bench.measure(bench, paths, order, collate)
+    results = loader_bench.measure(bench, paths, order)
     speedup = loader_bench.speedups(results)[paths[1][0]]
     loader_bench.report(bench, "ndws_loader", "NDWS", header, results,
                         f"speedup: {speedup:.1f}x over parsing the TFRecords per access",

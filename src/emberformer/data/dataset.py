@@ -108,8 +108,8 @@ def unpack_bits(packed: torch.Tensor, width: int) -> torch.Tensor:
 
 def to_device(batch: dict, device: torch.device, static: torch.Tensor) -> dict:
     """Compact CPU batch -> model inputs on ``device``; ``static`` is the raster already there.
-    A WildfireSpreadTS batch (its days in ``x``) carries its static bands itself."""
-    if "x" in batch:
+    A WildfireSpreadTS batch (its days in ``x``, or ``raw`` when lean) carries its static bands itself."""
+    if "x" in batch or "raw" in batch:
         return wsts_inputs.to_device(batch, device)
     nb = device.type == "cuda"
     hw = batch["hw"]

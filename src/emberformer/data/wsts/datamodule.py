@@ -28,7 +28,8 @@ from emberformer.data.wsts.cache import build_cache, fold_standardisation, read_
 from emberformer.data.wsts.folds import fold as get_fold
 from emberformer.data.wsts.inputs import ChannelRoles
 from emberformer.data.wsts.preprocess import feature_ids
-from emberformer.data.wsts.samples import WSTSSamples, collate
+from emberformer.data.wsts.on_device import LeanSpec
+from emberformer.data.wsts.samples import LeanSamples, WSTSSamples, lean_collate
 from emberformer.data.wsts.simulated import SimulatedSettings, ensure_simulated
 from emberformer.data.wsts.simulated import describe as describe_simulated
 
@@ -105,10 +106,18 @@ class WSTSDataModule:
                                         "the built-in WSTS set", self.cache_dir, self.progress)
 
     def loader(self, split: str, seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
-        """Loader whose ``sampler.set_epoch(epoch, skip)`` fixes the order and the crops."""
-        return keyed_loader(self.datasets[split], self.batch_size if split == "train" else 1, seed,
+        """Loader whose ``sampler.set_epoch(epoch, skip)`` fixes the order and the crops. Its
+        batches are lean (the crops' stored bands, ``samples.lean_collate``): ``inputs.to_device``
+        makes the 40-channel input on the device (``on_device.finish``)."""
+        return keyed_loader(LeanSamples(self.datasets[split]), self.batch_size if split == "train" else 1, seed,
                             split == "train", rank, world_size, self.num_workers, self.pin_memory,
-                            functools.partial(collate, roles=self.roles))
+                            functools.partial(lean_collate, roles=self.roles, spec=self.spec))
+
+    @property
+    def spec(self) -> LeanSpec:
+        """What the device needs to finish a lean batch (``on_device.py``): the fold's
+        standardisation and the selected features."""
+        return LeanSpec(self.mean, self.std, tuple(self.feature_ids))
 
     @property
     def static_channels(self) -> int:

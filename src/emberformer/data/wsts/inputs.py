@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from emberformer.data.target_mask import split_mask
+from emberformer.data.wsts.on_device import finish
 from emberformer.data.wsts.preprocess import AF_BINARY_CHANNEL, STATIC_CHANNELS
 
 
@@ -48,7 +49,10 @@ class ChannelRoles:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    """A batch of ``samples.collate`` (with its ``roles``) -> model inputs on ``device``."""
+    """A batch of ``samples.collate`` or, finished here first, of ``samples.lean_collate`` (with
+    its ``roles``) -> model inputs on ``device``."""
+    if "raw" in batch:
+        batch = finish(batch, device)
     nb = device.type == "cuda"
     roles: ChannelRoles = batch["roles"]
     x = batch["x"].to(device, non_blocking=nb)                       # [B, n, C, H, W]

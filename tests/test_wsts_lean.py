@@ -1,0 +1,84 @@
+"""The WildfireSpreadTS loaders send lean batches (the crops' stored bands) and the device makes
+the 40-channel input (``data/wsts/on_device.py``): the finished batch must be the one the dense
+path (``WSTSSamples.__getitem__`` + ``samples.collate``) gives, value for value, for every crop,
+flip, rotation, padding, feature subset and number of input days, on files written with tifffile."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from emberformer.data.dataset import to_device
+from emberformer.data.wsts.on_device import finish
+from emberformer.data.wsts.samples import collate, lean_collate
+from test_wsts import module, tif_root, wsts_cache  # noqa: F401  (the module's fixtures)
+
+CPU = torch.device("cpu")
+DENSE_KEYS = ("x", "target", "fire_today", "valid", "fire_id", "year", "t", "valid_t")
+
+
+def assert_same_batch(got: dict, want: dict) -> None:
+    for key in DENSE_KEYS:
+        assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape, key
+        assert torch.equal(got[key], want[key]), key   # bit for bit (NaN never reaches a batch)
+
+
+@pytest.mark.parametrize("crop, n, features", [(16, 2, "all"), (128, 1, "all"), (24, 1, "vegetation")])
+def test_finished_lean_batches_equal_the_dense_batches(tif_root, wsts_cache, crop, n, features):
+    dm = module(tif_root, wsts_cache, fold=0, crop_size=crop, n_leading_observations=n, features=features,
+                batch_size=3)
+    ds = dm.datasets["train"]
+    keys = list(range(5 * len(ds)))      # five epochs of crops, flips and rotations
+    flips = set()
+    for start in range(0, len(keys), 3):
+        part = keys[start:start + 3]
+        lean = lean_collate([ds.lean(k) for k in part], roles=dm.roles, spec=dm.spec)
+        flips |= {tuple(f) for f in lean["flips"].tolist()}
+        assert_same_batch(finish(lean, CPU), collate([ds[k] for k in part], roles=dm.roles))
+    assert len(flips) >= 8              # most of the 16 flip/rotation draws were among them
+    for split in ("val", "test"):       # whole centre crops, and one beside a smaller training crop
+        ev = dm.datasets[split]
+        for items in ([(ev, 0)], [(ev, len(ev) - 1)], [(ev, 0), (ds, 7)]):
+            lean = lean_collate([d.lean(k) for d, k in items], roles=dm.roles, spec=dm.spec)
+            assert_same_batch(finish(lean, CPU), collate([d[k] for d, k in items], roles=dm.roles))
+    assert ds[7]["x"].shape[-1] < ev[0]["x"].shape[-1] or crop >= 32
+
+
+def test_the_loader_sends_a_tenth_of_the_bytes_and_to_device_finishes_it(tif_root, wsts_cache):
+    dm = module(tif_root, wsts_cache, fold=0, batch_size=4)     # crop 128 of 40x36 and 33x45 images
+    loader = dm.loader("train", seed=3)
+    loader.sampler.set_epoch(1)
+    lean = next(iter(loader))
+    assert "x" not in lean and lean["raw"].shape[:3] == (4, 1, 23)
+    keys = list(loader.sampler)[:4]                              # epoch 1: keys len(ds) + i
+    dense = collate([dm.datasets["train"][k] for k in keys], roles=dm.roles)
+    sent = lean["raw"].numel() * 4 + lean["target"].numel()
+    full = sum(dense[k].numel() * dense[k].element_size() for k in ("x", "target", "fire_today", "valid"))
+    assert sent * 10 < full
+    got, want = to_device(lean, CPU, torch.zeros(0)), to_device(dense, CPU, torch.zeros(0))
+    for key in ("fire", "static", "dynamic", "target", "mask", "valid_t"):
+        assert torch.equal(got[key], want[key]), key
+    assert got["static"].shape[1] == dm.static_channels and got["dynamic"].shape[2] == dm.day_channels
+
+
+def test_nan_and_out_of_range_land_cover_become_zeros():
+    """The device's preprocessing of single pixels: a NaN band -> 0, land cover outside 1-17 or
+    NaN -> no class, the binary fire channel from hours > 0."""
+    from emberformer.data.wsts.on_device import LeanSpec, standardise
+    from emberformer.data.wsts.preprocess import preprocess
+
+    rng = np.random.default_rng(0)
+    days = rng.normal(0, 1, (2, 23, 3, 4)).astype(np.float32)
+    days[:, 16] = np.array([[0, 1, 17, 18], [np.nan, 5, 2.0, -3], [9, 9, 9, np.inf]], np.float32)
+    days[0, 3, 0, 0] = np.nan
+    days[:, 22] = np.array([[0, 3, 0, 21], [0, 0, 1, 0], [np.nan, 0, 0, 4]], np.float32)
+    mean, std = rng.normal(0, 1, 23).astype(np.float32), rng.uniform(0.5, 2, 23).astype(np.float32)
+    for b in (7, 13, 16, 19):
+        mean[b], std[b] = 0.0, 1.0
+    sines = days.copy()
+    sines[:, [7, 13, 19]] = np.sin(np.deg2rad(days[:, [7, 13, 19]]))
+    got = standardise(torch.from_numpy(sines), LeanSpec(mean, std, tuple(range(40))))
+    np.testing.assert_array_equal(got.numpy(), preprocess(days, mean, std), strict=True)
+    assert float(got[0, 3, 0, 0]) == 0.0 and float(got[1, 16:33, 0, 0].sum()) == 0.0
