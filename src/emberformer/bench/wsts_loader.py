@@ -70,6 +70,7 @@ def bench_wsts_loader(cfg: DictConfig) -> float:
                         f"{note}\n\nspeedup: {tif:.1f}x over GeoTIFF decode per access, {h5:.1f}x over HDF5 read per access",
                         {"tif_per_access": tif, "hdf5_per_access": h5, "device_finish_ms_per_batch": device_ms,
                          "tif_per_access_with_finish_on_cpu": serial / results[1]["samples_per_s"]})
+    return tif
 
 
 def finish_ms(batch: dict, repeats: int) -> float:
@@ -80,4 +81,3 @@ def finish_ms(batch: dict, repeats: int) -> float:
     for _ in range(repeats):
         finish(batch, cpu)
     return 1000 * (time.perf_counter() - t0) / repeats
-    return tif

@@ -244,12 +244,17 @@ class WSTSSamples(Dataset):
     #: how a window becomes (x, target, valid); the benchmark's per-access readers use published_order
     make_sample = staticmethod(crop_first)
 
-    def __getitem__(self, key: int) -> dict:
+    def _crop(self, key: int) -> tuple[int, int, np.ndarray, Box, np.random.Generator | None, tuple[int, int]]:
+        """(fire position k, first day t, window, crop box, flip generator, padded size) of ``key``."""
         epoch, i = divmod(int(key), len(self))
         k, t = self.samples[i]
         arr = self.window(i)
         box, rng = self.crop_window(i, epoch, arr)
         size = (self.crop_size, self.crop_size) if rng is not None else (EVAL_MULTIPLE, EVAL_MULTIPLE)
+        return k, t, arr, box, rng, size
+
+    def __getitem__(self, key: int) -> dict:
+        k, t, arr, box, rng, size = self._crop(key)
         x, target, valid = self.make_sample(arr, self.n, box, rng, size, self.mean, self.std)
         x_today = x[-1:, AF_BINARY_CHANNEL].copy()
         fire = self.fires[k]
@@ -263,15 +268,10 @@ class WSTSSamples(Dataset):
             "fire_id": fire.id, "year": fire.year, "t": t,
         }
 
-
     def lean(self, key: int) -> dict:
         """Sample ``key`` as a loader worker sends it (:func:`lean_crop`); the device makes
         :meth:`__getitem__`'s sample from it (``on_device.finish``), value for value."""
-        epoch, i = divmod(int(key), len(self))
-        k, t = self.samples[i]
-        arr = self.window(i)
-        box, rng = self.crop_window(i, epoch, arr)
-        size = (self.crop_size, self.crop_size) if rng is not None else (EVAL_MULTIPLE, EVAL_MULTIPLE)
+        k, t, arr, box, rng, size = self._crop(key)
         raw, target, canvas, flips = lean_crop(arr, self.n, box, rng, size)
         fire = self.fires[k]
         return {"raw": torch.from_numpy(raw), "target": torch.from_numpy(target), "canvas": canvas,
