@@ -3,6 +3,7 @@ and h5py (never with the project's code), then the reader's folds, sample counts
 preprocessing, crops, cache and one-line errors checked against values computed by hand."""
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 from pathlib import Path
@@ -20,7 +21,7 @@ from emberformer.data.reader import DataError
 from emberformer.data.wsts import folds
 from emberformer.data.wsts.datamodule import WSTSDataModule
 from emberformer.data.wsts.on_device import finish
-from emberformer.data.wsts.samples import best_crop, crop_first, flip_and_rotate, published_order
+from emberformer.data.wsts.samples import angle_map, best_crop, corrected_angles, crop_first, flip_and_rotate, published_order
 
 YEARS = (2018, 2019, 2020, 2021)
 # (name, days, height, width, TIF storage): the second fire's images are another size
@@ -308,6 +309,57 @@ def test_best_crop_is_the_best_of_ten_by_target_then_input():
               for a, b in tries]
     assert corner == tries[int(np.argmax(scores))]
     assert target[corner[0]:corner[0] + 16, corner[1]:corner[1] + 16].any()
+
+
+def test_the_crop_search_is_the_plain_loop_bit_for_bit():
+    """best_crop's shortcuts (one call for the 20 draws, each corner scored once, no scoring when
+    the image fits the crop) choose what the plain loop of np.mean scores chooses, and leave the
+    generator where it leaves it (the flips are drawn from it next)."""
+    def plain(fire_in, target, size, rng):
+        H, W = target.shape
+        ch, cw = min(size, H), min(size, W)
+        best, corner = -np.inf, (0, 0)
+        for _ in range(10):
+            top, left = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
+            score = (float(fire_in[:, top:top + ch, left:left + cw].mean())
+                     + 1000.0 * float(target[top:top + ch, left:left + cw].mean()))
+            if score > best:
+                best, corner = score, (top, left)
+        return corner
+
+    rng = np.random.default_rng(0)
+    corners = set()
+    for seed in range(600):
+        H, W = (int(v) for v in rng.integers(5, 90, 2))
+        size = int(rng.choice([4, 16, 17, 64, 128]))
+        fire_in = rng.uniform(0, 24, (2, H, W)).astype(np.float32) * (rng.random((2, H, W)) < 0.1)
+        if seed % 2:
+            fire_in = np.floor(fire_in)                  # whole hours, as the cache holds them
+        target = rng.random((H, W)) < 0.05
+        a, b = np.random.default_rng([seed, 3]), np.random.default_rng([seed, 3])
+        got = best_crop(fire_in, target, size, a)
+        assert got == plain(fire_in, target, size, b), seed
+        assert a.random() == b.random(), seed
+        corners.add(got)
+    assert len(corners) > 100
+
+
+def test_the_angle_correction_is_numpys_remainder_bit_for_bit():
+    """corrected_angles' fast mod 360 gives exactly ``(sign * a + offset) % 360`` for every flip and
+    rotation: at the band edges, -0, NaN, and angles out of range (those take % itself)."""
+    rng = np.random.default_rng(1)
+    edges = [0, -0.0, 360, 90, 180, 270, 1e-7, 359.99997, 89.99999, 90.00001, 269.99997, 0.5, 1e-30,
+             np.nan, -1, -500, 800, 719.9, -719.9, 720, -720, np.inf, -np.inf]
+    values = np.concatenate([np.array(edges, np.float32), rng.uniform(0, 360, 50000).astype(np.float32),
+                             np.float32(rng.integers(0, 361, 2000))])
+    for hflip, vflip, k in itertools.product((False, True), (False, True), range(4)):
+        sign, offset = angle_map(hflip, vflip, k)
+        for deg in (values, values[len(edges):], values[:12], np.full(4, np.nan, np.float32)):
+            with np.errstate(invalid="ignore"):    # inf % 360 is NaN, with a warning
+                want = (sign * deg + offset) % 360.0 if hflip or vflip or k else deg
+                got = corrected_angles(deg.copy(), hflip, vflip, k)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
 
 
 def test_flips_and_rotations_correct_the_angle_bands():

@@ -1,10 +1,8 @@
 """The WildfireSpreadTS loaders send lean batches (the crops' stored bands) and the device makes
-the 40-channel input (``data/wsts/on_device.py``): the finished batch must be the one the dense
+the 40-channel input (``data/wsts/lean.py``, ``on_device.py``): the finished batch must be the one the dense
 path (``WSTSSamples.__getitem__`` + ``samples.collate``) gives, value for value, for every crop,
 flip, rotation, padding, feature subset and number of input days, on files written with tifffile."""
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import pytest
@@ -12,7 +10,8 @@ import torch
 
 from emberformer.data.dataset import to_device
 from emberformer.data.wsts.on_device import finish
-from emberformer.data.wsts.samples import collate, lean_collate
+from emberformer.data.wsts.lean import lean_batch
+from emberformer.data.wsts.samples import collate
 from test_wsts import module, tif_root, wsts_cache  # noqa: F401  (the module's fixtures)
 
 CPU = torch.device("cpu")
@@ -34,14 +33,14 @@ def test_finished_lean_batches_equal_the_dense_batches(tif_root, wsts_cache, cro
     flips = set()
     for start in range(0, len(keys), 3):
         part = keys[start:start + 3]
-        lean = lean_collate([ds.lean(k) for k in part], roles=dm.roles, spec=dm.spec)
+        lean = lean_batch([(ds, k) for k in part], dm.roles, dm.spec)
         flips |= {tuple(f) for f in lean["flips"].tolist()}
         assert_same_batch(finish(lean, CPU), collate([ds[k] for k in part], roles=dm.roles))
     assert len(flips) >= 8              # most of the 16 flip/rotation draws were among them
     for split in ("val", "test"):       # whole centre crops, and one beside a smaller training crop
         ev = dm.datasets[split]
         for items in ([(ev, 0)], [(ev, len(ev) - 1)], [(ev, 0), (ds, 7)]):
-            lean = lean_collate([d.lean(k) for d, k in items], roles=dm.roles, spec=dm.spec)
+            lean = lean_batch(items, dm.roles, dm.spec)
             assert_same_batch(finish(lean, CPU), collate([d[k] for d, k in items], roles=dm.roles))
     assert ds[7]["x"].shape[-1] < ev[0]["x"].shape[-1] or crop >= 32
 
@@ -51,10 +50,11 @@ def test_the_loader_sends_a_tenth_of_the_bytes_and_to_device_finishes_it(tif_roo
     loader = dm.loader("train", seed=3)
     loader.sampler.set_epoch(1)
     lean = next(iter(loader))
-    assert "x" not in lean and lean["raw"].shape[:3] == (4, 1, 23)
+    assert "x" not in lean and lean["n"] == 1 and lean["raw"].dtype == torch.float32
+    assert lean["raw"].numel() == sum((23 + 1) * h * w for h, w in lean["hw"].tolist())   # real pixels only
     keys = list(loader.sampler)[:4]                              # epoch 1: keys len(ds) + i
     dense = collate([dm.datasets["train"][k] for k in keys], roles=dm.roles)
-    sent = lean["raw"].numel() * 4 + lean["target"].numel()
+    sent = lean["raw"].numel() * 4
     full = sum(dense[k].numel() * dense[k].element_size() for k in ("x", "target", "fire_today", "valid"))
     assert sent * 10 < full
     got, want = to_device(lean, CPU, torch.zeros(0)), to_device(dense, CPU, torch.zeros(0))

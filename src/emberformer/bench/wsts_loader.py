@@ -19,7 +19,8 @@ from emberformer.bench.data_loader import sample_order
 from emberformer.bench.loader_bench import WORKERS
 from emberformer.bench.wsts_samples import Hdf5PerAccess, TifPerAccess, write_hdf5
 from emberformer.data.wsts.on_device import finish
-from emberformer.data.wsts.samples import LeanSamples, collate, lean_collate
+from emberformer.data.wsts.lean import LeanSamples, as_batch
+from emberformer.data.wsts.samples import collate
 
 
 def bench_wsts_loader(cfg: DictConfig) -> float:
@@ -35,13 +36,13 @@ def bench_wsts_loader(cfg: DictConfig) -> float:
     try:
         h5_root = write_hdf5(cached.index, tmp)
         dense = functools.partial(collate, roles=data.roles)
-        lean = functools.partial(lean_collate, roles=data.roles, spec=data.spec)
-        paths = (("project loader (decoded cache, memory maps)", LeanSamples(cached), lean),
+        lean = LeanSamples(cached, data.roles, data.spec)
+        paths = (("project loader (decoded cache, memory maps)", lean, as_batch),
                  ("GeoTIFF decode per access (tifffile)", TifPerAccess(cached, cached.index.root), dense),
                  ("HDF5 read per access (h5py)", Hdf5PerAccess(cached, h5_root), dense))
         order = sample_order(len(cached), (bench.batches + 1) * bs, int(cfg.seed))
         cpu = torch.device("cpu")
-        first = finish(lean([cached.lean(order[0])]), cpu)
+        first = finish(lean.__getitems__(order[:1]), cpu)
         for name, ds, _ in paths[1:]:  # the same sample, value for value, once the device has made it
             other = dense([ds[order[0]]])
             if not all(torch.equal(first[k], other[k]) for k in ("x", "target", "valid")):
@@ -54,7 +55,7 @@ def bench_wsts_loader(cfg: DictConfig) -> float:
                   f"measured batches, same samples in the same order for all, files in the page cache")
         print(header, flush=True)
         results = loader_bench.measure(bench, paths, order)
-        device_ms = finish_ms(lean([cached.lean(k) for k in order[:bs]]), min(bench.batches, 5))
+        device_ms = finish_ms(lean.__getitems__(order[:bs]), min(bench.batches, 5))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     speedups = loader_bench.speedups(results)

@@ -58,7 +58,7 @@ def train_epoch(run: RunSetup, state: RunState, epoch: int) -> tuple[dict[str, f
     for i, batch in enumerate(bar):
         if s.limit_batches is not None and i >= s.limit_batches:
             break
-        T_avg = float(batch["valid_t"].sum(1).float().mean())
+        T_avg = float(torch.as_tensor(batch["valid_t"]).sum(1).float().mean())
         pred, parts = train_step(learner, to_device(batch, run.device, run.static), run.loss_fn,
                                  run.hardware.autocast, (state.global_step, run.steps_per_epoch, s.epochs))
         n = pred.size

@@ -12,7 +12,6 @@ False): fire can go out, so nothing may assume that today's fire stays (``model.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,7 +28,8 @@ from emberformer.data.wsts.folds import fold as get_fold
 from emberformer.data.wsts.inputs import ChannelRoles
 from emberformer.data.wsts.preprocess import feature_ids
 from emberformer.data.wsts.on_device import LeanSpec
-from emberformer.data.wsts.samples import LeanSamples, WSTSSamples, lean_collate
+from emberformer.data.wsts.lean import LeanSamples, as_batch
+from emberformer.data.wsts.samples import WSTSSamples
 from emberformer.data.wsts.simulated import SimulatedSettings, ensure_simulated
 from emberformer.data.wsts.simulated import describe as describe_simulated
 
@@ -107,11 +107,11 @@ class WSTSDataModule:
 
     def loader(self, split: str, seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
         """Loader whose ``sampler.set_epoch(epoch, skip)`` fixes the order and the crops. Its
-        batches are lean (the crops' stored bands, ``samples.lean_collate``): ``inputs.to_device``
+        batches are lean (the crops' stored bands, ``lean.py``): ``inputs.to_device``
         makes the 40-channel input on the device (``on_device.finish``)."""
-        return keyed_loader(LeanSamples(self.datasets[split]), self.batch_size if split == "train" else 1, seed,
+        return keyed_loader(LeanSamples(self.datasets[split], self.roles, self.spec), self.batch_size if split == "train" else 1, seed,
                             split == "train", rank, world_size, self.num_workers, self.pin_memory,
-                            functools.partial(lean_collate, roles=self.roles, spec=self.spec))
+                            as_batch)
 
     @property
     def spec(self) -> LeanSpec:

@@ -49,7 +49,7 @@ class ChannelRoles:
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
-    """A batch of ``samples.collate`` or, finished here first, of ``samples.lean_collate`` (with
+    """A batch of ``samples.collate`` or, finished here first, of ``lean.lean_batch`` (with
     its ``roles``) -> model inputs on ``device``."""
     if "raw" in batch:
         batch = finish(batch, device)

@@ -1,13 +1,10 @@
-"""A lean WildfireSpreadTS batch (``samples.lean_collate``) -> the 40-channel batch, on the device.
+"""A lean WildfireSpreadTS batch (``lean.lean_batch``) -> the 40-channel batch, on the device.
 
-Why: the model's input is 40 float32 channels of a padded crop per day (a batch of 16 at crop 128
-is 42 MB), most of it padding and one-hot zeros on small images, while the crop's real pixels of
-the 23 stored bands are a tenth of that. A loader worker sends those (angle bands already
-corrected for the flips and turned into their sine, see ``samples.lean_crop``); here they are
-padded, flipped and rotated, then standardised, one-hot coded and given the binary fire channel,
-as ``preprocess.preprocess`` does it. Every step is an exact float32 operation, so the batch is
-the one ``samples.collate`` makes of ``WSTSSamples.__getitem__`` samples, value for value
-(tests/test_wsts_lean.py), and on a GPU the work is a few elementwise kernels beside the model.
+The loader worker sends each crop's real pixels of the 23 stored bands (``lean.py`` says why);
+here they are padded, flipped and rotated, then standardised, one-hot coded and given the binary
+fire channel, as ``preprocess.preprocess`` does it. Every step is an exact float32 operation, so
+the batch is the one ``samples.collate`` makes of ``WSTSSamples.__getitem__`` samples, value for
+value (tests/test_wsts_lean.py), and on a GPU the work is a few elementwise kernels beside the model.
 """
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from emberformer.data.wsts.layout import AF_BAND, LANDCOVER_BAND
+from emberformer.data.wsts.layout import AF_BAND, BANDS, LANDCOVER_BAND
 from emberformer.data.wsts.preprocess import AF_BINARY_CHANNEL, CHANNELS, LANDCOVER_CLASSES
 
 
@@ -59,29 +56,32 @@ def _moved(a: torch.Tensor, hflip: int, vflip: int, k: int) -> torch.Tensor:
 
 
 def finish(batch: dict, device: torch.device) -> dict:
-    """A lean batch -> ``samples.collate``'s keys (``x``, ``target``, ``fire_today``, ``valid``)
-    on ``device``, beside the batch's other keys."""
+    """A lean batch -> ``samples.collate``'s keys (``x``, ``target``, ``fire_today``, ``valid``,
+    ``fire_id``, ``year``, ``t``, ``valid_t``) on ``device``, beside the batch's other keys."""
     nb = device.type == "cuda"
     spec: LeanSpec = batch["spec"]
-    raw = batch["raw"].to(device, non_blocking=nb)                     # [B, n, 23, h, w]
-    tgt = batch["target"].to(device, non_blocking=nb)                  # [B, h, w]
-    B, n, bands = raw.shape[:3]
+    raw = batch["raw"].to(device, non_blocking=nb)                     # the samples' blocks, flat
+    n = int(batch["n"])
     hw, canvas, flips = batch["hw"].tolist(), batch["canvas"].tolist(), batch["flips"].tolist()
-    H, W = max(c[0] for c in canvas), max(c[1] for c in canvas)
-    days = raw.new_full((B, n, bands, H, W), float("nan"))             # NaN: 0 once standardised
+    B, H, W = len(hw), max(c[0] for c in canvas), max(c[1] for c in canvas)
+    days = raw.new_full((B, n, BANDS, H, W), float("nan"))             # NaN: 0 once standardised
     target = torch.zeros(B, 1, H, W, dtype=torch.float32, device=device)
     valid = torch.zeros(B, 1, H, W, dtype=torch.bool, device=device)
+    off = 0
     for b, ((h, w), (ch, cw), f) in enumerate(zip(hw, canvas, flips)):
-        pad = raw.new_full((n, bands, ch, cw), float("nan"))
-        pad[..., :h, :w] = raw[b, ..., :h, :w]
+        block = raw[off:off + (n * BANDS + 1) * h * w].view(n * BANDS + 1, h, w)
+        off += block.numel()
+        pad = raw.new_full((n, BANDS, ch, cw), float("nan"))
+        pad[..., :h, :w] = block[:-1].view(n, BANDS, h, w)
         t, v = torch.zeros(1, ch, cw, device=device), torch.zeros(1, ch, cw, dtype=torch.bool, device=device)
-        t[0, :h, :w], v[0, :h, :w] = tgt[b, :h, :w], True
+        t[0, :h, :w], v[0, :h, :w] = block[-1], True
         pad, t, v = (_moved(a, *f) for a in (pad, t, v))
         days[b, ..., :pad.shape[-2], :pad.shape[-1]] = pad
         target[b, ..., :t.shape[-2], :t.shape[-1]] = t
         valid[b, ..., :v.shape[-2], :v.shape[-1]] = v
     x = standardise(days, spec)                                        # [B, n, 40, H, W]
-    out = {k: v for k, v in batch.items() if k not in ("raw", "hw", "canvas", "flips", "spec")}
+    out = {k: v for k, v in batch.items() if k not in ("raw", "n", "hw", "canvas", "flips", "spec")}
+    out.update({k: torch.from_numpy(batch[k]) for k in ("fire_id", "year", "t", "valid_t")})
     out["fire_today"] = x[:, -1:, AF_BINARY_CHANNEL].clone()
     out["x"] = x if list(spec.features) == list(range(CHANNELS)) else x[:, :, list(spec.features)]
     out["target"], out["valid"] = target, valid

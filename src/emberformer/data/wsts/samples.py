@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -29,29 +29,39 @@ from emberformer.data.wsts.inputs import ChannelRoles
 from emberformer.data.wsts.layout import AF_BAND, DEGREE_BANDS
 from emberformer.data.wsts.preprocess import AF_BINARY_CHANNEL, CHANNELS, preprocess
 
-if TYPE_CHECKING:
-    from emberformer.data.wsts.on_device import LeanSpec
-
 CROP_TRIES = 10
 TARGET_WEIGHT = 1000.0
 EVAL_MULTIPLE = 32
 ALL = list(range(CHANNELS))
 
 
+def window_mean(a: np.ndarray) -> float:
+    """``float(a.mean())`` bit for bit (the same sum, the same division) without np.mean's
+    Python overhead: the crop search takes 20 means per training sample."""
+    if a.dtype == np.bool_:
+        return float(np.add.reduce(a, axis=None, dtype=np.float64) / np.intp(a.size))
+    return float(a.dtype.type(np.add.reduce(a, axis=None) / np.intp(a.size)))
+
+
 def best_crop(fire_in: np.ndarray, target: np.ndarray, size: int,
               rng: np.random.Generator) -> tuple[int, int]:
     """Top-left corner of the best of 10 random ``size`` crops: the mean active fire (hours) of the
     input days ``fire_in`` [n, H, W] plus 1000x the fire fraction of the target [H, W], the first
-    best kept."""
+    best kept. The 20 draws (top, left, top, left, ...) come from one call, which consumes the
+    generator as 20 calls do; a corner drawn twice is scored once; an image no larger than the
+    crop has one corner, (0, 0), and is not scored."""
     H, W = target.shape
     ch, cw = min(size, H), min(size, W)
-    best, corner = -np.inf, (0, 0)
-    for _ in range(CROP_TRIES):
-        top, left = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
-        score = (float(fire_in[:, top:top + ch, left:left + cw].mean())
-                 + TARGET_WEIGHT * float(target[top:top + ch, left:left + cw].mean()))
-        if score > best:
-            best, corner = score, (top, left)
+    draws = rng.integers(0, np.tile([H - ch + 1, W - cw + 1], CROP_TRIES)).tolist()
+    if ch == H and cw == W:
+        return 0, 0
+    best, corner, scores = -np.inf, (0, 0), {}
+    for top, left in zip(draws[::2], draws[1::2]):
+        if (top, left) not in scores:
+            scores[top, left] = (window_mean(fire_in[:, top:top + ch, left:left + cw])
+                                 + TARGET_WEIGHT * window_mean(target[top:top + ch, left:left + cw]))
+        if scores[top, left] > best:
+            best, corner = scores[top, left], (top, left)
     return corner
 
 
@@ -74,18 +84,38 @@ def draw_flips(rng: np.random.Generator) -> tuple[bool, bool, int]:
     return rng.random() > 0.5, rng.random() > 0.5, int(rng.integers(0, 4))
 
 
-def corrected_angles(deg: np.ndarray, hflip: bool, vflip: bool, k: int) -> np.ndarray:
-    """The angle bands' values ``deg`` (degrees clockwise from north) after the flips and the
-    rotation: mirroring left-right maps a -> 360 - a, top-bottom a -> 180 - a, turning by k*90
-    degrees counter-clockwise a -> a - 90k; together a -> sign * a + offset (mod 360), one pass.
-    A new array, or ``deg`` itself when nothing moves."""
+def angle_map(hflip: bool, vflip: bool, k: int) -> tuple[float, float]:
+    """(sign, offset): the flips and the rotation map an angle a (degrees clockwise from north) to
+    sign * a + offset (mod 360): mirroring left-right a -> 360 - a, top-bottom a -> 180 - a,
+    turning by k*90 degrees counter-clockwise a -> a - 90k."""
     sign, offset = 1.0, 0.0
     if hflip:
         sign, offset = -sign, 360.0 - offset
     if vflip:
         sign, offset = -sign, 180.0 - offset
-    offset -= 90.0 * k
-    return (sign * deg + offset) % 360.0 if hflip or vflip or k else deg
+    return sign, offset - 90.0 * k
+
+
+def corrected_angles(deg: np.ndarray, hflip: bool, vflip: bool, k: int) -> np.ndarray:
+    """The angle bands' values ``deg`` after the flips and the rotation (:func:`angle_map`), in one
+    pass: a new array, or ``deg`` itself when nothing moves."""
+    if not (hflip or vflip or k):
+        return deg
+    sign, offset = angle_map(hflip, vflip, k)
+    return mod_360(sign * deg + offset)
+
+
+def mod_360(y: np.ndarray) -> np.ndarray:
+    """``y % 360.0`` bit for bit, in place, for |y| < 720 (every angle of [0, 360] after the
+    moves), by the steps numpy's remainder takes (an exact fmod, then + 360 when negative; 0 is
+    +0) at a fraction of its cost; other values (out-of-range angles, inf) take ``%`` itself."""
+    if not np.fmax.reduce(np.abs(y), axis=None, initial=0.0) < 720.0:   # fmax skips NaN
+        return y % 360.0
+    np.subtract(y, 360.0, out=y, where=y >= 360.0)    # the exact fmod: y - 360 is exact here
+    np.add(y, 360.0, out=y, where=y <= -360.0)        # (Sterbenz), as is y + 360 below -360
+    np.add(y, 360.0, out=y, where=y < 0.0)            # what remainder does to a negative fmod
+    y += 0.0                                          # -0 -> +0
+    return y
 
 
 def flip_and_rotate(days: np.ndarray, target: np.ndarray, valid: np.ndarray,
@@ -163,28 +193,29 @@ def crop_first(arr: np.ndarray, n: int, box: Box, rng: np.random.Generator | Non
     return x, target, valid
 
 
-def lean_crop(arr: np.ndarray, n: int, box: Box, rng: np.random.Generator | None, size: tuple[int, int]
-              ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[bool, bool, int]]:
-    """What a loader worker sends of a sample, for :func:`~emberformer.data.wsts.on_device.finish`
-    to make :func:`crop_first`'s sample from on the device: the crop's real pixels of the n input
-    days [n, 23, h, w] as stored (no padding, not yet flipped), except the angle bands, which are
-    corrected for the flips and turned into their sine here, as :func:`crop_first` does them; the
-    target [h, w] bool; the padded size; the flips. About a tenth of the bytes of the 40-channel
-    padded crop on the built-in set."""
-    top, left, h, w = box
-    raw = np.array(arr[:n, :, top:top + h, left:left + w], dtype=np.float32)
-    flips = draw_flips(rng) if rng is not None else (False, False, 0)
-    deg = list(DEGREE_BANDS)
-    raw[:, deg] = np.sin(np.deg2rad(corrected_angles(raw[:, deg], *flips)))
-    target = np.asarray(arr[n, AF_BAND, top:top + h, left:left + w]) > 0
-    return raw, target, (max(size[0], h), max(size[1], w)), flips
-
-
 def centre_window(n: int) -> tuple[int, int]:
     """(start, length) of the centre crop of n pixels to the largest multiple of 32 (torchvision's
     rounding of the offset); under 32 pixels: the whole image."""
     length = n // EVAL_MULTIPLE * EVAL_MULTIPLE or n
     return int(round((n - length) / 2.0)), length
+
+
+class Crop(NamedTuple):
+    """A sample's crop: its fire, first day t, window [n + 1, 23, H, W] (a view of the cache),
+    box (top, left, h, w), the generator that draws its flips next (training) or None, and the
+    size it is padded to at least."""
+
+    fire: CachedFire
+    t: int
+    window: np.ndarray
+    box: Box
+    rng: np.random.Generator | None
+    size: tuple[int, int]
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        """The padded sample's height and width."""
+        return max(self.size[0], self.box[2]), max(self.size[1], self.box[3])
 
 
 class WSTSSamples(Dataset):
@@ -216,8 +247,8 @@ class WSTSSamples(Dataset):
 
     def days(self, fire: CachedFire) -> np.ndarray:
         """The fire's cached days [T, 23, H, W], mapped on first use in each worker process."""
-        if fire.id not in self._maps:
-            self._maps[fire.id] = self.index.array(fire)
+        if fire.id not in self._maps:  # a plain view of the map: slicing it costs less
+            self._maps[fire.id] = np.asarray(self.index.array(fire))
         return self._maps[fire.id]
 
     def window(self, i: int) -> np.ndarray:
@@ -244,20 +275,19 @@ class WSTSSamples(Dataset):
     #: how a window becomes (x, target, valid); the benchmark's per-access readers use published_order
     make_sample = staticmethod(crop_first)
 
-    def _crop(self, key: int) -> tuple[int, int, np.ndarray, Box, np.random.Generator | None, tuple[int, int]]:
-        """(fire position k, first day t, window, crop box, flip generator, padded size) of ``key``."""
+    def crop(self, key: int) -> Crop:
+        """Where sample ``key`` (epoch * len + i) comes from and how it is cropped (:class:`Crop`)."""
         epoch, i = divmod(int(key), len(self))
         k, t = self.samples[i]
         arr = self.window(i)
         box, rng = self.crop_window(i, epoch, arr)
         size = (self.crop_size, self.crop_size) if rng is not None else (EVAL_MULTIPLE, EVAL_MULTIPLE)
-        return k, t, arr, box, rng, size
+        return Crop(self.fires[k], t, arr, box, rng, size)
 
     def __getitem__(self, key: int) -> dict:
-        k, t, arr, box, rng, size = self._crop(key)
+        fire, t, arr, box, rng, size = self.crop(key)
         x, target, valid = self.make_sample(arr, self.n, box, rng, size, self.mean, self.std)
         x_today = x[-1:, AF_BINARY_CHANNEL].copy()
-        fire = self.fires[k]
         if self.features != ALL:
             x = x[:, self.features]
         return {
@@ -267,38 +297,6 @@ class WSTSSamples(Dataset):
             "valid": torch.from_numpy(valid[None]),                                    # [1, h, w] bool
             "fire_id": fire.id, "year": fire.year, "t": t,
         }
-
-    def lean(self, key: int) -> dict:
-        """Sample ``key`` as a loader worker sends it (:func:`lean_crop`); the device makes
-        :meth:`__getitem__`'s sample from it (``on_device.finish``), value for value."""
-        k, t, arr, box, rng, size = self._crop(key)
-        raw, target, canvas, flips = lean_crop(arr, self.n, box, rng, size)
-        fire = self.fires[k]
-        return {"raw": torch.from_numpy(raw), "target": torch.from_numpy(target), "canvas": canvas,
-                "flips": flips, "fire_id": fire.id, "year": fire.year, "t": t}
-
-
-class LeanSamples(Dataset):
-    """The samples of a :class:`WSTSSamples` as :meth:`WSTSSamples.lean` gives them: what the
-    data module's loaders read (the model's 40-channel input is made on the device)."""
-
-    def __init__(self, samples: WSTSSamples):
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, key: int) -> dict:
-        return self.samples.lean(key)
-
-    @property
-    def seed(self) -> int:
-        return self.samples.seed
-
-    @seed.setter
-    def seed(self, value: int) -> None:
-        self.samples.seed = int(value)
-
 
 def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised batch tensor; in a loader worker, in shared memory from the start (as
@@ -332,30 +330,6 @@ def collate(items: list[dict], roles: ChannelRoles | None = None) -> dict:
     if roles is not None:
         out["roles"] = roles
     return out
-
-
-def lean_collate(items: list[dict], roles: ChannelRoles, spec: "LeanSpec") -> dict:
-    """Stack :meth:`WSTSSamples.lean` samples: ``raw`` [B, n, 23, h, w] and ``target`` [B, h, w]
-    padded (bottom, right) to the largest crop in the batch, each sample's real size ``hw``,
-    padded size ``canvas`` and ``flips`` [B, 3]; ``spec`` (standardisation and features) and
-    ``roles`` tell ``on_device.finish`` and ``inputs.to_device`` the rest."""
-    B = len(items)
-    n, bands = items[0]["raw"].shape[:2]
-    h = max(it["raw"].shape[-2] for it in items)
-    w = max(it["raw"].shape[-1] for it in items)
-    raw, target = batch_tensor((B, n, bands, h, w), torch.float32), batch_tensor((B, h, w), torch.bool)
-    if any(it["raw"].shape[-2:] != (h, w) for it in items):
-        raw.zero_(), target.zero_()
-    for b, it in enumerate(items):
-        hb, wb = it["raw"].shape[-2:]
-        raw[b, ..., :hb, :wb] = it["raw"]
-        target[b, :hb, :wb] = it["target"]
-    return {"raw": raw, "target": target,
-            "hw": torch.tensor([tuple(it["raw"].shape[-2:]) for it in items]),
-            "canvas": torch.tensor([it["canvas"] for it in items]),
-            "flips": torch.tensor([[int(f) for f in it["flips"]] for it in items]),
-            **{key: torch.tensor([it[key] for it in items]) for key in ("fire_id", "year", "t")},
-            "valid_t": torch.ones(B, n, dtype=torch.bool), "roles": roles, "spec": spec}
 
 
 class EpochKeyedSampler(EpochSampler):
