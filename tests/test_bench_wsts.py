@@ -28,6 +28,9 @@ def test_the_wsts_loader_bench_prints_its_rows_and_the_speedup(tmp_path):
     assert "speedup:" in (run_dir / "bench_wsts_loader.md").read_text()
     data = json.loads((run_dir / "bench_wsts_loader.json").read_text())
     assert [r["dataset"] for r in data["results"]] == list(ROWS)
+    for r in data["results"]:      # three rounds (bench.repeats), the table gives each path's median
+        assert len(r["runs"]) == 3 and r["samples_per_s"] == sorted(r["runs"])[1]
+        assert f"{r['dataset']} " + ", ".join(f"{v:.1f}" for v in r["runs"]) in proc.stdout
     assert not list(run_dir.glob("hdf5-*"))  # the HDF5 copy is the bench's temporary data
 
 

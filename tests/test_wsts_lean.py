@@ -4,10 +4,14 @@ path (``WSTSSamples.__getitem__`` + ``samples.collate``) gives, value for value,
 flip, rotation, padding, feature subset and number of input days, on files written with tifffile."""
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 import pytest
 import torch
 
+from emberformer.data.batch_slots import BatchSlots
 from emberformer.data.dataset import to_device
 from emberformer.data.wsts.on_device import finish
 from emberformer.data.wsts.lean import lean_batch
@@ -82,3 +86,58 @@ def test_nan_and_out_of_range_land_cover_become_zeros():
     got = standardise(torch.from_numpy(sines), LeanSpec(mean, std, tuple(range(40))))
     np.testing.assert_array_equal(got.numpy(), preprocess(days, mean, std), strict=True)
     assert float(got[0, 3, 0, 0]) == 0.0 and float(got[1, 16:33, 0, 0].sum()) == 0.0
+
+
+def test_workers_reuse_their_buffers_and_every_finished_batch_is_the_dense_one(tif_root, wsts_cache):
+    """Two real loader workers over three epochs: each batch, finished as the trainer does, is the
+    dense batch of its keys; the workers refill a few shared buffers (slots) handed back by
+    ``finish`` instead of a new one per batch."""
+    dm = module(tif_root, wsts_cache, fold=0, crop_size=16, n_leading_observations=2, batch_size=2,
+                num_workers=2)
+    ds, loader = dm.datasets["train"], dm.loader("train", seed=1)
+    slots, batches = set(), 0
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        keys = list(loader.sampler)
+        for b, lean in enumerate(loader):
+            assert lean["slot"].key[0] != os.getpid()          # filled in a worker process
+            slots.add(lean["slot"].key)
+            part = keys[2 * b:2 * b + 2]
+            assert_same_batch(finish(lean, CPU), collate([ds[k] for k in part], roles=dm.roles))
+            batches += 1
+    assert batches == 3 * math.ceil(len(ds) / 2) >= 3 * len(slots)    # each slot used three times or more
+    assert len({w for w, _ in slots}) == 2
+
+
+def test_batches_held_unfinished_are_never_overwritten(tif_root, wsts_cache):
+    """A whole epoch taken from the loader before any batch is finished (more batches than a
+    worker has slots): the worker takes new buffers for them, and each is still its own batch
+    when finished afterwards; finishing a batch twice is an error, not a read of a reused buffer."""
+    dm = module(tif_root, wsts_cache, fold=0, crop_size=16, batch_size=1, num_workers=1)
+    ds, loader = dm.datasets["train"], dm.loader("train", seed=2)
+    loader.sampler.set_epoch(1)
+    keys, held = list(loader.sampler), list(loader)
+    assert len(held) > BatchSlots().count and sum("slot" in b for b in held) <= BatchSlots().count
+    for k, lean in zip(keys, held):
+        assert_same_batch(finish(lean, CPU), collate([ds[k]], roles=dm.roles))
+    with pytest.raises(RuntimeError, match="finish each batch from the loader once"):
+        finish(held[0], CPU)
+
+
+def test_batches_dropped_unfinished_hand_their_buffers_back(tif_root, wsts_cache):
+    """Iterators left after two batches (a ``limit_batches`` run drops what the worker had
+    prefetched), five epochs running: the worker's slots come back as the dropped batches go, so
+    a full epoch afterwards still gets every batch in one of them."""
+    dm = module(tif_root, wsts_cache, fold=0, crop_size=16, batch_size=1, num_workers=1)
+    ds, loader = dm.datasets["train"], dm.loader("train", seed=4)
+    for epoch in range(5):
+        loader.sampler.set_epoch(epoch)
+        for i, lean in enumerate(loader):
+            finish(lean, CPU)
+            if i == 1:
+                break
+    loader.sampler.set_epoch(5)
+    keys = list(loader.sampler)
+    for k, lean in zip(keys, loader):
+        assert "slot" in lean
+        assert_same_batch(finish(lean, CPU), collate([ds[k]], roles=dm.roles))

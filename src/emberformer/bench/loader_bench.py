@@ -27,7 +27,14 @@ class LoaderBench:
     loader_kw: dict
     batches: int
     batch_size: int
+    repeats: int
     data: Any
+
+    @property
+    def timing(self) -> str:
+        """How each path is timed, for the header."""
+        return (f"{WORKERS} worker, 1 warm-up + {self.batches} measured batches, the median of {self.repeats} "
+                f"round(s) (every path once a round, in turn)")
 
 
 def set_up(cfg: DictConfig, kind: str, data_name: str, marker: str) -> LoaderBench:
@@ -41,17 +48,30 @@ def set_up(cfg: DictConfig, kind: str, data_name: str, marker: str) -> LoaderBen
     if not hasattr(data, marker):
         raise ValueError(f"bench={kind} measures data={data_name} (it sets it): drop the data= override")
     data.setup()
-    return LoaderBench(run_dir, loader_kw, batches, bs, data)
+    repeats = int(cfg.bench.repeats)
+    if repeats < 1:
+        raise ValueError(f"bench.repeats must be at least 1, got {repeats}")
+    return LoaderBench(run_dir, loader_kw, batches, bs, repeats, data)
 
 
-def measure(bench: LoaderBench, paths: Sequence[tuple[str, Dataset, Callable]], order: list[int]) -> list[dict]:
-    """Samples/s of each (name, data set, collate) path over ``order`` with one worker, in turn."""
+def measure(bench: LoaderBench, paths: Sequence[tuple[str, Dataset, Callable]], order: list[int],
+            received: Callable[[dict], dict] | None = None) -> list[dict]:
+    """Samples/s of each (name, data set, collate) path over ``order`` with one worker: every path
+    once a round, ``bench.repeats`` rounds, so a burst of load on the machine falls on all of them;
+    each path's median round, with every round's samples/s (``runs``). ``received``: what the
+    trainer's process does with each of the first path's batches besides the device-side work
+    (handing a reusable buffer back to the worker), timed with it."""
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in paths}
+    for _ in range(bench.repeats):
+        for j, (name, ds, collate_fn) in enumerate(paths):
+            r = loader_rate(ds, order, bench.batch_size, WORKERS, bool(bench.loader_kw["pin_memory"]), collate_fn,
+                            finish=received if j == 0 else None, count_key="fire_id")
+            runs[name].append(r)
+            print(f"  {name}: {r['samples_per_s']:.1f} samples/s", file=sys.stderr, flush=True)
     results = []
-    for name, ds, collate_fn in paths:
-        r = loader_rate(ds, order, bench.batch_size, WORKERS, bool(bench.loader_kw["pin_memory"]), collate_fn,
-                        count_key="fire_id")
-        results.append({"dataset": name, "workers": WORKERS, **r})
-        print(f"  {name}: {r['samples_per_s']:.1f} samples/s", file=sys.stderr, flush=True)
+    for name, rs in runs.items():
+        median = sorted(rs, key=lambda r: r["samples_per_s"])[(len(rs) - 1) // 2]
+        results.append({"dataset": name, "workers": WORKERS, **median, "runs": [r["samples_per_s"] for r in rs]})
     return results
 
 
@@ -69,10 +89,13 @@ def report(bench: LoaderBench, kind: str, label: str, header: str, results: list
              f"|{'-' * (len(label) + 10)}|---------|-----------|------------|--------------------------|"]
     table += [f"| {r['dataset']} | {WORKERS} | {r['samples_per_s']:.1f} | {1000 * r['batch_s']:.1f} ms | "
               f"{by_name[r['dataset']]:.1f}x |" for r in results]
-    lines = ["", *table, "", summary]
+    rounds = "samples/s per round: " + "; ".join(
+        f"{r['dataset']} " + ", ".join(f"{v:.1f}" for v in r["runs"]) for r in results)
+    lines = ["", *table, "", *([rounds] if bench.repeats > 1 else []), summary]
     print("\n".join(lines), flush=True)
     (bench.run_dir / f"bench_{kind}.md").write_text(
         "\n".join([f"# {label} data loader benchmark", "", header, *lines, ""]))
     (bench.run_dir / f"bench_{kind}.json").write_text(json.dumps(
-        {"header": header, "batch_size": bench.batch_size, "batches": bench.batches, "results": results,
+        {"header": header, "batch_size": bench.batch_size, "batches": bench.batches, "repeats": bench.repeats,
+         "results": results,
          "speedup": speedup}, indent=1))

@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 
 from emberformer.bench import loader_bench
 from emberformer.bench.data_loader import sample_order
-from emberformer.bench.loader_bench import WORKERS
 from emberformer.data.ndws import records
 from emberformer.data.ndws.samples import NDWSSamples, collate
 
@@ -48,9 +47,8 @@ def bench_ndws_loader(cfg: DictConfig) -> float:
     for name, _ in cached.index.files["train"]:
         (cached.index.root / name).read_bytes()  # both paths read from the page cache
     header = (f"Data: {len(cached)} train records in {len(cached.index.files['train'])} files ({data.root}), "
-              f"augmentation crop {data.crop_size}, flip_rotate {data.flip_rotate} | batch {bs}, {WORKERS} "
-              f"worker, 1 warm-up + {bench.batches} measured batches, same samples in the same order, files in "
-              "the page cache")
+              f"augmentation crop {data.crop_size}, flip_rotate {data.flip_rotate} | batch {bs}, {bench.timing}, "
+              "same samples in the same order, files in the page cache")
     print(header, flush=True)
     results = loader_bench.measure(bench, paths, order)
     speedup = loader_bench.speedups(results)[paths[1][0]]

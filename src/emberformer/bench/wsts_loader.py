@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 
 from emberformer.bench import loader_bench
 from emberformer.bench.data_loader import sample_order
-from emberformer.bench.loader_bench import WORKERS
 from emberformer.bench.wsts_samples import Hdf5PerAccess, TifPerAccess, write_hdf5
+from emberformer.data.batch_slots import hand_back
 from emberformer.data.wsts.on_device import finish
 from emberformer.data.wsts.lean import LeanSamples, as_batch
 from emberformer.data.wsts.samples import collate
@@ -51,10 +51,10 @@ def bench_wsts_loader(cfg: DictConfig) -> float:
             f.read_bytes()  # every path reads from the page cache
         header = (f"Data: {len(cached)} train samples of {len(cached.fires)} fires ({data.root}), "
                   f"n_leading_observations {cached.n}, crop {cached.crop_size} px, features {data.features} "
-                  f"({first['x'].shape[2]} channels) | batch {bs}, {WORKERS} worker, 1 warm-up + {bench.batches} "
-                  f"measured batches, same samples in the same order for all, files in the page cache")
+                  f"({first['x'].shape[2]} channels) | batch {bs}, {bench.timing}, same samples in the same order for "
+                  f"all, files in the page cache")
         print(header, flush=True)
-        results = loader_bench.measure(bench, paths, order)
+        results = loader_bench.measure(bench, paths, order, hand_back)
         device_ms = finish_ms(lean.__getitems__(order[:bs]), min(bench.batches, 5))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

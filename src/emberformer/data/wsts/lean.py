@@ -9,8 +9,10 @@ largest crop): the n input days' 23 bands as stored, except the angle bands, whi
 for the sample's flips and turned into their sine here (what ``samples.crop_first`` does to
 them), then the target plane (next day's active fire > 0, as 0/1). Each block is copied once,
 from the cache's memory map straight into the batch. The per-sample facts (size, padded size,
-flips, fire, year, day) travel as small numpy arrays, pickled by value. ``on_device.finish``
-makes the dense batch of ``samples.collate`` from it on the device, value for value.
+flips, fire, year, day) travel as small numpy arrays, pickled by value. In a loader worker the
+buffer is one of the worker's reusable slots (``data/batch_slots.py``), handed back when the batch
+is finished. ``on_device.finish`` makes the dense batch of ``samples.collate`` from it on the
+device, value for value.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from emberformer.data.batch_slots import BatchSlots
 from emberformer.data.wsts.inputs import ChannelRoles
 from emberformer.data.wsts.layout import AF_BAND, BANDS, DEGREE_BANDS
 from emberformer.data.wsts.on_device import LeanSpec
@@ -39,18 +42,20 @@ def write_block(arr: np.ndarray, n: int, box: tuple[int, int, int, int], flips: 
     np.greater(arr[n, AF_BAND, top:top + h, left:left + w], 0, out=out[-1])
 
 
-def lean_batch(items: list[tuple[WSTSSamples, int]], roles: ChannelRoles, spec: LeanSpec) -> dict:
+def lean_batch(items: list[tuple[WSTSSamples, int]], roles: ChannelRoles, spec: LeanSpec,
+               slots: BatchSlots | None = None) -> dict:
     """The lean batch of samples (data set, key) (one ``n_leading_observations``): ``raw`` (the
     blocks, flat), ``hw`` [B, 2] each crop's size, ``canvas`` [B, 2] its padded size, ``flips``
     [B, 3], ``fire_id``/``year``/``t`` [B] (numpy), ``n`` days, ``valid_t``; ``roles`` and
-    ``spec`` tell ``on_device.finish`` and ``inputs.to_device`` the rest."""
+    ``spec`` tell ``on_device.finish`` and ``inputs.to_device`` the rest. ``raw`` is written into
+    one of the worker's ``slots`` when it has one free (``slot``: its handle, for ``finish``)."""
     n = items[0][0].n
     if any(ds.n != n for ds, _ in items):
         raise ValueError("a lean batch takes samples of one n_leading_observations")
     crops = [ds.crop(key) for ds, key in items]
     flips = [draw_flips(c.rng) if c.rng is not None else NO_FLIPS for c in crops]
     sizes = [(n * BANDS + 1) * c.box[2] * c.box[3] for c in crops]
-    raw = batch_tensor((sum(sizes),), torch.float32)
+    raw, slot = slots.take(sum(sizes)) if slots is not None else (batch_tensor((sum(sizes),), torch.float32), None)
     flat, off = raw.numpy(), 0
     for c, f, size in zip(crops, flips, sizes):
         write_block(c.window, n, c.box, f, flat[off:off + size].reshape(n * BANDS + 1, *c.box[2:]))
@@ -62,7 +67,8 @@ def lean_batch(items: list[tuple[WSTSSamples, int]], roles: ChannelRoles, spec: 
             "fire_id": np.array([c.fire.id for c in crops], np.int64),
             "year": np.array([c.fire.year for c in crops], np.int64),
             "t": np.array([c.t for c in crops], np.int64),
-            "valid_t": np.ones((len(items), n), bool), "roles": roles, "spec": spec}
+            "valid_t": np.ones((len(items), n), bool), "roles": roles, "spec": spec,
+            **({"slot": slot} if slot is not None else {})}
 
 
 class LeanSamples(Dataset):
@@ -72,12 +78,13 @@ class LeanSamples(Dataset):
 
     def __init__(self, samples: WSTSSamples, roles: ChannelRoles, spec: LeanSpec):
         self.samples, self.roles, self.spec = samples, roles, spec
+        self.slots = BatchSlots()     # each worker process fills its own copy
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitems__(self, keys: list[int]) -> dict:
-        return lean_batch([(self.samples, k) for k in keys], self.roles, self.spec)
+        return lean_batch([(self.samples, k) for k in keys], self.roles, self.spec, self.slots)
 
     def __getitem__(self, key: int) -> dict:
         return self.__getitems__([key])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from emberformer.data.batch_slots import hand_back
 from emberformer.data.wsts.layout import AF_BAND, BANDS, LANDCOVER_BAND
 from emberformer.data.wsts.preprocess import AF_BINARY_CHANNEL, CHANNELS, LANDCOVER_CLASSES
 
@@ -79,8 +80,9 @@ def finish(batch: dict, device: torch.device) -> dict:
         days[b, ..., :pad.shape[-2], :pad.shape[-1]] = pad
         target[b, ..., :t.shape[-2], :t.shape[-1]] = t
         valid[b, ..., :v.shape[-2], :v.shape[-1]] = v
+    hand_back(batch)                   # every block is copied out: the worker may refill its buffer
     x = standardise(days, spec)                                        # [B, n, 40, H, W]
-    out = {k: v for k, v in batch.items() if k not in ("raw", "n", "hw", "canvas", "flips", "spec")}
+    out = {k: v for k, v in batch.items() if k not in ("raw", "n", "hw", "canvas", "flips", "spec", "slot")}
     out.update({k: torch.from_numpy(batch[k]) for k in ("fire_id", "year", "t", "valid_t")})
     out["fire_today"] = x[:, -1:, AF_BINARY_CHANNEL].clone()
     out["x"] = x if list(spec.features) == list(range(CHANNELS)) else x[:, :, list(spec.features)]

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from emberformer.data.batch_slots import shared_tensor
 from emberformer.data.sampler import EpochSampler
 from emberformer.data.wsts.cache import CachedFire, read_index
 from emberformer.data.wsts.inputs import ChannelRoles
@@ -299,12 +300,10 @@ class WSTSSamples(Dataset):
         }
 
 def batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An uninitialised batch tensor; in a loader worker, in shared memory from the start (as
-    torch's default_collate makes it), so sending the batch to the trainer copies nothing more."""
+    """An uninitialised batch tensor; in a loader worker, in shared memory from the start."""
     if get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
-    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
-    return torch.empty(0, dtype=dtype).set_(storage).view(shape)
+    return shared_tensor(math.prod(shape), dtype).view(shape)
 
 
 def collate(items: list[dict], roles: ChannelRoles | None = None) -> dict:
