@@ -141,3 +141,24 @@ def test_batches_dropped_unfinished_hand_their_buffers_back(tif_root, wsts_cache
     for k, lean in zip(keys, loader):
         assert "slot" in lean
         assert_same_batch(finish(lean, CPU), collate([ds[k]], roles=dm.roles))
+
+
+def test_a_stale_copy_of_a_slot_handle_frees_nothing():
+    """A copy of a handle (copy.copy, or one a forked child inherits) dropped after the slot was
+    refilled leaves the new batch's mark: only the handle of the fill the slot holds frees it."""
+    import copy
+
+    from emberformer.data.batch_slots import FREE, SlotHandle
+
+    slot = torch.zeros(16)
+    slot[0] = 1.0
+    a = SlotHandle(slot[:1], (0, 0), 1.0, os.getpid())
+    b = copy.copy(a)
+    a.release()
+    assert float(slot[0]) == FREE
+    slot[0] = 2.0                        # the worker refills the slot
+    del b
+    assert float(slot[0]) == 2.0
+    other = SlotHandle(slot[:1], (0, 0), 2.0, os.getpid() + 1)   # armed in another process
+    other.release()
+    assert float(slot[0]) == 2.0

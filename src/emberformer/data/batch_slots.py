@@ -19,7 +19,7 @@ import os
 import torch
 from torch.utils.data import get_worker_info
 
-FREE, BUSY = 0.0, 1.0
+FREE = 0.0          # a slot's flag: FREE, or the number of the fill it holds
 HEADER = 16          # floats before the data (the flag, then padding: the data stays 64-byte aligned)
 GRAIN = 1 << 18      # slot capacities are whole multiples of 1 MiB of float32
 
@@ -38,12 +38,18 @@ class SlotHandle:
     mid-epoch drops the batches it had prefetched) hands its slot back as it goes: the copy that
     arrives there is armed to, the worker's own copy never is."""
 
-    def __init__(self, flag: torch.Tensor, key: tuple[int, int], armed: bool = False):
-        self.flag, self.key = flag, key     # key: (worker process id, slot number)
-        self.armed, self.released = armed, False
+    def __init__(self, flag: torch.Tensor, key: tuple[int, int], gen: float, armed_in: int | None = None):
+        self.flag, self.key, self.gen = flag, key, gen   # key: (worker pid, slot number); gen: this fill's mark
+        self.armed_in, self.released = armed_in, False   # armed_in: the process the handle arrived in
 
     def __reduce__(self):
-        return SlotHandle, (self.flag, self.key, True)
+        return _arrived, (self.flag, self.key, self.gen)
+
+    def _free(self) -> None:
+        """Mark the slot free, only if it still holds this batch (a stale copy of the handle, in a
+        forked child or a copy, finds another mark there and leaves it)."""
+        if self.armed_in == os.getpid() and float(self.flag[0]) == self.gen:
+            self.flag.fill_(FREE)
 
     def release(self) -> None:
         """The batch has been read: the worker may fill its slot again."""
@@ -51,14 +57,19 @@ class SlotHandle:
             raise RuntimeError("this batch was already finished and its shared buffer handed back to the "
                                "loader worker; finish each batch from the loader once")
         self.released = True
-        self.flag.fill_(FREE)
+        self._free()
 
     def __del__(self) -> None:
-        if self.armed and not self.released:
+        if not self.released:
             try:
-                self.flag.fill_(FREE)
+                self._free()
             except Exception:   # at interpreter exit torch may be gone; nothing waits for the slot then
                 pass
+
+
+def _arrived(flag: torch.Tensor, key: tuple[int, int], gen: float) -> SlotHandle:
+    """A handle unpickled in the trainer's process: armed there, and only there."""
+    return SlotHandle(flag, key, gen, os.getpid())
 
 
 class BatchSlots:
@@ -67,6 +78,7 @@ class BatchSlots:
     def __init__(self, count: int = 6):
         self.count = int(count)
         self.slots: list[torch.Tensor] = []
+        self.fills = 0          # each fill marks its slot with its own number (1 .. 2**23, exact in float32)
 
     def take(self, n: int) -> tuple[torch.Tensor, SlotHandle | None]:
         """(a float32 buffer of ``n`` elements, its handle): a free slot's, or in the main process
@@ -77,8 +89,9 @@ class BatchSlots:
             if float(slot[0]) == FREE:
                 if slot.numel() - HEADER < n:        # too small for this batch: a larger one instead
                     slot = self.slots[i] = shared_tensor(HEADER + math.ceil(n / GRAIN) * GRAIN)
-                slot[0] = BUSY
-                return slot[HEADER:HEADER + n], SlotHandle(slot[:1], (os.getpid(), i))
+                self.fills = self.fills % (1 << 23) + 1
+                slot[0] = float(self.fills)
+                return slot[HEADER:HEADER + n], SlotHandle(slot[:1], (os.getpid(), i), float(self.fills))
         if len(self.slots) < self.count:
             self.slots.append(shared_tensor(HEADER + math.ceil(n / GRAIN) * GRAIN))
             return self.take(n)

@@ -41,7 +41,9 @@ def window_mean(a: np.ndarray) -> float:
     Python overhead: the crop search takes 20 means per training sample."""
     if a.dtype == np.bool_:
         return float(np.add.reduce(a, axis=None, dtype=np.float64) / np.intp(a.size))
-    return float(a.dtype.type(np.add.reduce(a, axis=None) / np.intp(a.size)))
+    if a.dtype in (np.float32, np.float64):
+        return float(a.dtype.type(np.add.reduce(a, axis=None) / np.intp(a.size)))
+    return float(a.mean())      # other dtypes: np.mean's own accumulation
 
 
 def best_crop(fire_in: np.ndarray, target: np.ndarray, size: int,
