@@ -4,9 +4,10 @@ Why: a worker hands a batch over in shared memory, and a fresh shared-memory buf
 batch costs more than filling it: the pages are allocated, zeroed and mapped anew each time, and
 on a VM that is most of a lean WildfireSpreadTS batch's cost (docs/benchmarks.md: reusing the
 buffers doubles the loader's rate here). So each worker keeps a few buffers ("slots"). A slot's
-first word is its flag, set to busy by the worker when it fills the slot and back to free by the
-trainer's process when it has read the batch (``SlotHandle.release``, called by
-``on_device.finish`` once the batch is on the device). The worker only ever writes a free slot;
+first word is its flag: the number of the fill it holds, written by the worker when it fills the
+slot, and back to free from the trainer's process when it has read the batch
+(``SlotHandle.release``, called by ``on_device.finish`` once the batch is on the device; only the
+handle of that fill can free it). The worker only ever writes a free slot;
 when none is free (batches held and not yet finished), it takes a new buffer, so holding any
 number of batches is safe, only slower. A slot is released once: finishing a batch twice is an
 error, never a read of a buffer that may hold another batch by then.
